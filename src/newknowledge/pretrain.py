@@ -1,0 +1,189 @@
+"""Pretraining a small causal LM from scratch on the controlled world.
+
+The paper's model (PaLM 2-M) learned its facts during pretraining; ours learns
+them here, from a corpus in which every fact appears exactly its exposure count
+times (see :mod:`newknowledge.world`).  Surface forms vary: statement
+paraphrases inside documents with filler lines, and ``Q: ... A: ...`` lines
+grouped into same-relation documents, like the probes of SliCK (paper Sec. 3).
+
+Every line ends with a newline, also the last line before EOS: otherwise a
+few-shot prompt teaches the model to stop an answer with EOS where the probe
+expects a newline, and greedy answers "fail" for that reason alone.
+
+The result is saved with ``save_pretrained`` and loaded downstream with
+``AutoModelForCausalLM.from_pretrained``, the call a real model uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm.auto import tqdm
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from . import store
+from .config import PretrainConfig, WorldConfig
+from .world import RELATIONS
+
+EOS = "<|endoftext|>"
+PAD = "<pad>"
+_FILLER = (
+    "This entry was added to the records.", "More details are given below.", "Sources agree on this.",
+    "The archive lists several such facts.", "See also the related entries.", "This was noted long ago.",
+)
+
+
+def qa_line(question: str, answer: str) -> str:
+    """The probe's line format, shared by the corpus and SliCK's prompts."""
+    return f"Q: {question} A: {answer}\n"
+
+
+def documents(facts: pd.DataFrame, cfg: PretrainConfig, rng: np.random.Generator) -> list[str]:
+    """The pretraining corpus as a list of documents.
+
+    Each exposure of a fact becomes a statement (probability
+    ``statement_share``; statement documents hold 3-8 lines with filler) or a
+    Q/A line (same-relation documents of 2-6 lines).  Every line ends with
+    ``\\n``.
+    """
+    statements: list[str] = []
+    qa: dict[str, list[str]] = {}
+    for rel, subj, ans, q, n in facts[["relation", "subject", "answer", "question", "exposures"]].itertuples(index=False):
+        forms = RELATIONS[rel][2]
+        for is_statement in rng.random(int(n)) < cfg.statement_share:
+            if is_statement:
+                statements.append(forms[rng.integers(len(forms))].format(X=subj, Y=ans) + "\n")
+            else:
+                qa.setdefault(rel, []).append(qa_line(q, ans))
+    docs: list[str] = []
+    rng.shuffle(statements)
+    i = 0
+    while i < len(statements):
+        k = int(rng.integers(3, 9))
+        lines = statements[i : i + k]
+        i += k
+        if rng.random() < 0.5:  # filler keeps statements from always being adjacent
+            lines.insert(int(rng.integers(len(lines) + 1)), _FILLER[rng.integers(len(_FILLER))] + "\n")
+        docs.append("".join(lines))
+    for rel in sorted(qa):
+        lines = qa[rel]
+        rng.shuffle(lines)
+        i = 0
+        while i < len(lines):
+            k = int(rng.integers(2, 7))
+            docs.append("".join(lines[i : i + k]))
+            i += k
+    order = rng.permutation(len(docs))
+    return [docs[j] for j in order]
+
+
+def train_tokenizer(docs: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE (GPT-2 style): unseen names still split into known pieces."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(docs, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=PAD)
+
+
+def make_model(tokenizer: PreTrainedTokenizerFast, cfg: PretrainConfig) -> GPT2LMHeadModel:
+    """A GPT-2 style model from a ``transformers`` config, randomly initialised."""
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=max(512, cfg.block_size), n_embd=cfg.d_model,
+        n_layer=cfg.n_layers, n_head=cfg.n_heads, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def _blocks(doc_ids: list[list[int]], eos: int, block: int, rng: np.random.Generator) -> torch.Tensor:
+    """Shuffle documents, join them with EOS and cut into blocks of shape (n, block)."""
+    stream = np.concatenate([np.asarray(doc_ids[j] + [eos]) for j in rng.permutation(len(doc_ids))])
+    n = len(stream) // block
+    return torch.from_numpy(stream[: n * block].reshape(n, block).astype(np.int64))
+
+
+def lr_at(step: int, total: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    warm = max(1, int(cfg.pretrain_warmup * total))
+    if step < warm:
+        return cfg.pretrain_lr * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return cfg.pretrain_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(facts: pd.DataFrame, cfg: PretrainConfig, out: Path) -> dict:
+    """Build the corpus, train tokenizer and model, save both to ``out``.
+
+    Returns:
+        Training statistics (tokens, parameters, seconds, final loss).
+    """
+    torch.manual_seed(cfg.pretrain_seed)
+    rng = np.random.default_rng(cfg.pretrain_seed)
+    torch.set_num_threads(cfg.pretrain_threads)
+    docs = documents(facts, cfg, rng)
+    tokenizer = train_tokenizer(docs, cfg.vocab_size)
+    doc_ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    n_tokens = sum(len(d) + 1 for d in doc_ids)
+    model = make_model(tokenizer, cfg)
+    per_step = cfg.block_size * cfg.pretrain_batch
+    total = max(1, int(cfg.pretrain_passes * n_tokens / per_step))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.98), weight_decay=0.01)
+    model.train()
+    log, step, t0 = [], 0, time.time()
+    bar = tqdm(total=total, desc="pretraining", unit="step")
+    while step < total:
+        blocks = _blocks(doc_ids, tokenizer.eos_token_id, cfg.block_size, rng)
+        for i in range(0, len(blocks) - cfg.pretrain_batch + 1, cfg.pretrain_batch):
+            if step >= total:
+                break
+            batch = blocks[i : i + cfg.pretrain_batch]  # (batch, block)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, cfg)
+            loss = model(input_ids=batch, labels=batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            log.append((step, loss.item()))
+            step += 1
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{np.mean([l for _, l in log[-20:]]):.3f}",
+                                tok_s=f"{step * per_step / (time.time() - t0):.0f}")
+    bar.close()
+    model.eval()
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    pd.DataFrame(log, columns=["step", "loss"]).to_csv(out / "loss.csv", index=False)
+    (out / "corpus_sample.txt").write_text("".join(docs[:20]))
+    return {
+        "corpus_tokens": n_tokens, "documents": len(docs), "steps": total, "train_tokens": total * per_step,
+        "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.time() - t0, 1),
+        "final_loss": float(np.mean([l for _, l in log[-50:]])),
+    }
+
+
+def build(world_cfg: WorldConfig, cfg: PretrainConfig, facts: pd.DataFrame) -> Path:
+    """Pretrain (cached by the hash of both configs); return the model folder.
+
+    ``facts`` holds every fact of the world with its ``exposures`` (facts with
+    0 exposures never enter the corpus).
+    """
+    config = {"stage": "pretrain", "world": dataclasses.asdict(world_cfg), "pretrain": dataclasses.asdict(cfg)}
+    path = store.stage_dir("pretrain", config)
+    if not store.is_done(path):
+        with store.building(path, config) as tmp:
+            stats = train(facts, cfg, tmp)
+            store.write_json(tmp / "stats.json", stats)
+    return path / "model"

@@ -1,0 +1,198 @@
+"""SliCK: Sampling-based Categorization of Knowledge (paper Sec. 3).
+
+``P_correct(q, a; M, T)`` estimates how likely model M is to generate the gold
+answer ``a`` to question ``q`` when prompted with random few-shot exemplars at
+temperature T.  For each question, ``n_ex`` prompts of ``k_shot`` exemplars
+(from dev, same relation); for each prompt one greedy answer and ``n_samples``
+answers sampled at T = 0.5 from the top 40 tokens; exact match after
+normalisation.  The four categories:
+
+=============  ================================================
+HighlyKnown    P_correct(T=0) = 1
+MaybeKnown     0 < P_correct(T=0) < 1
+WeaklyKnown    P_correct(T=0) = 0 and P_correct(T>0) > 0
+Unknown        P_correct(T=0) = 0 and P_correct(T>0) = 0
+=============  ================================================
+
+Two estimators:
+
+- ``sampling`` (the paper's): real greedy and sampled generations.
+- ``exact``: greedy correctness by teacher forcing and, instead of counting
+  correct samples, the exact probability that one sample is the gold answer
+  (see :func:`newknowledge.lm.score`).  P_correct(T>0) is then that
+  probability, and a question with P_correct(T=0) = 0 is WeaklyKnown when the
+  paper's ``n_ex * n_samples`` samples would contain a correct one with
+  probability at least one half.  It can differ from sampling where exact match
+  accepts a string other than the gold's tokens (case, articles, punctuation),
+  or where the gold string has other tokenizations the model could generate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import lm, store
+from .config import SlickConfig
+from .metrics import exact_match
+from .pretrain import qa_line
+
+CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+KNOWN = CATEGORIES[:3]
+
+
+def category(p_greedy: float, p_sample: float) -> str:
+    """The paper's rule (Sec. 3, Figure 2a): category from P_correct(T=0) and P_correct(T>0)."""
+    if not (0.0 <= p_greedy <= 1.0 and 0.0 <= p_sample <= 1.0):
+        raise ValueError(f"P_correct values must lie in [0, 1], got {p_greedy!r}, {p_sample!r}")
+    if p_greedy == 1.0:
+        return "HighlyKnown"
+    if p_greedy > 0.0:
+        return "MaybeKnown"
+    return "WeaklyKnown" if p_sample > 0.0 else "Unknown"
+
+
+def exemplar_sets(exemplars: pd.DataFrame, relations, cfg: SlickConfig) -> dict[str, list[list[int]]]:
+    """``n_ex`` random sets of ``k_shot`` exemplar row positions per relation.
+
+    The sets are shared by every question of a relation (so a prompt prefix is
+    reused); a question that is itself in a set has that exemplar swapped out
+    (see :func:`prompts`).
+    """
+    rng = np.random.default_rng(cfg.slick_seed)
+    sets = {}
+    for rel in sorted(set(relations)):
+        pool = np.flatnonzero(exemplars["relation"].to_numpy() == rel)
+        if len(pool) < cfg.k_shot + 1:
+            raise ValueError(
+                f"relation {rel} has {len(pool)} dev exemplars; SliCK needs at least k_shot + 1 = "
+                f"{cfg.k_shot + 1} (lower k_shot or add dev examples)"
+            )
+        sets[rel] = [list(rng.choice(pool, cfg.k_shot + 1, replace=False)) for _ in range(cfg.n_ex)]
+    return sets
+
+
+def prompts(table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig) -> pd.DataFrame:
+    """All few-shot prompts: one row per (question, exemplar set).
+
+    Args:
+        table: questions to categorise (``relation``, ``question``, ``answer``).
+        exemplars: dev rows (``relation``, ``question``, ``answer``).
+
+    Returns:
+        Columns ``example`` (row position in ``table``), ``ex_set``, ``prompt``.
+    """
+    sets = exemplar_sets(exemplars, table["relation"], cfg)
+    ex_q, ex_a = exemplars["question"].tolist(), exemplars["answer"].tolist()
+    rows = []
+    for i, (rel, q) in enumerate(zip(table["relation"], table["question"])):
+        for j, chosen in enumerate(sets[rel]):
+            # k_shot + 1 were drawn: drop the question itself if present, else the spare.
+            use = [e for e in chosen if ex_q[e] != q][: cfg.k_shot]
+            rows.append((i, j, "".join(qa_line(ex_q[e], ex_a[e]) for e in use) + f"Q: {q} A:"))
+    return pd.DataFrame(rows, columns=["example", "ex_set", "prompt"])
+
+
+def _p_any(p: np.ndarray, n_samples: int) -> float:
+    """Probability that at least one of ``n_samples`` draws per prompt is correct."""
+    return float(1.0 - np.prod((1.0 - np.clip(p, 0.0, 1.0)) ** n_samples))
+
+
+def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig,
+               *, desc: str = "SliCK") -> pd.DataFrame:
+    """Run SliCK on every row of ``table``.
+
+    Returns:
+        ``table``'s columns plus ``p_greedy`` (P_correct(T=0)), ``p_sample``
+        (P_correct(T>0)), ``category`` and ``greedy_answers`` (the ``n_ex``
+        greedy answers, sampling estimator only; the exact estimator leaves it
+        empty) and, for the exact estimator, ``p_any`` (chance that the paper's
+        samples include a correct one).
+    """
+    table = table.reset_index(drop=True)
+    pr = prompts(table, exemplars, cfg)
+    golds = table["answer"].to_numpy()[pr["example"].to_numpy()].tolist()
+    _check_length(model, tokenizer, pr["prompt"].tolist())
+    chunk = max(cfg.slick_batch * 4, 256)  # progress granularity
+    greedy_ok = np.zeros(len(pr))
+    p_samp = np.zeros(len(pr))
+    greedy_ans: list[str] = []
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.slick_seed)
+    for s in tqdm(range(0, len(pr), chunk), desc=desc, unit="chunk"):
+        ps, gs = pr["prompt"].iloc[s:s + chunk].tolist(), golds[s:s + chunk]
+        if cfg.estimator == "exact":
+            sc = lm.score(model, tokenizer, ps, gs, temperature=cfg.temperature, top_k=cfg.top_k,
+                          batch_size=cfg.slick_batch)
+            greedy_ok[s:s + chunk], p_samp[s:s + chunk] = sc.greedy_correct, sc.p_sample
+        else:
+            g, samples = lm.decode(model, tokenizer, ps, n_samples=cfg.n_samples, temperature=cfg.temperature,
+                                   top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
+                                   batch_size=cfg.slick_batch * (1 + cfg.n_samples), generator=gen)
+            greedy_ok[s:s + chunk] = [exact_match(a, b) for a, b in zip(g, gs)]
+            p_samp[s:s + chunk] = [np.mean([exact_match(x, b) for x in xs]) for xs, b in zip(samples, gs)]
+            greedy_ans += g
+    pr = pr.assign(greedy_ok=greedy_ok, p_samp=p_samp)
+    if greedy_ans:
+        pr["greedy"] = greedy_ans
+    out = table.copy()
+    by = pr.groupby("example")
+    out["p_greedy"] = by["greedy_ok"].mean().to_numpy()
+    out["p_sample"] = by["p_samp"].mean().to_numpy()
+    if cfg.estimator == "exact":
+        out["p_any"] = by["p_samp"].apply(lambda p: _p_any(p.to_numpy(), cfg.n_samples)).to_numpy()
+        weak = out["p_any"] >= 0.5
+        out["category"] = [category(g, 1.0 if w else 0.0) for g, w in zip(out["p_greedy"], weak)]
+        out["greedy_answers"] = None
+    else:
+        out["category"] = [category(g, s) for g, s in zip(out["p_greedy"], out["p_sample"])]
+        out["greedy_answers"] = by["greedy"].apply(list).to_numpy()
+    return out
+
+
+def _check_length(model, tokenizer, prompts_: list[str]) -> None:
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if limit:
+        longest = max(len(x) for x in tokenizer(prompts_)["input_ids"])
+        if longest + 16 > limit:
+            raise lm.ModelError(f"SliCK prompts reach {longest} tokens but the model takes {limit}; lower k_shot")
+
+
+def check_answers(model, tokenizer, exemplars: pd.DataFrame, cfg: SlickConfig, n: int = 8) -> None:
+    """Fail early, with a clear message, when the model never produces an answer line.
+
+    Greedy-decodes ``n`` few-shot prompts built from dev exemplars; if no answer
+    is a non-empty line, SliCK would label everything Unknown for a reason that
+    has nothing to do with knowledge.
+    """
+    probe = prompts(exemplars.head(n), exemplars, dataclasses.replace(cfg, n_ex=1))
+    greedy, _ = lm.decode(model, tokenizer, probe["prompt"].tolist(), max_new_tokens=cfg.max_new_tokens)
+    if not any(g for g in greedy):
+        raise lm.ModelError(
+            "the model produced no answer line on any of "
+            f"{len(greedy)} few-shot prompts (every answer empty, e.g. {greedy[:3]}); check that it was "
+            "pretrained on the Q:/A: line format, that lines end with a newline, and that max_new_tokens "
+            f"({cfg.max_new_tokens}) is long enough"
+        )
+
+
+def run(model_path: str | Path, table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig,
+        *, device: str = "auto", dtype: str = "auto") -> pd.DataFrame:
+    """Categorise ``table`` with the model at ``model_path``, cached by config hash.
+
+    The cache key covers the SliCK config, the model folder and the questions,
+    so the same call returns the stored table.
+    """
+    key = {"stage": "slick", "slick": dataclasses.asdict(cfg), "model": str(model_path),
+           "questions": pd.util.hash_pandas_object(table[["relation", "question", "answer"]]).sum().item()}
+    path = store.stage_dir("slick", key)
+    if not store.is_done(path):
+        model, tokenizer = lm.load(str(model_path), device=device, dtype=dtype)
+        check_answers(model, tokenizer, exemplars, cfg)
+        with store.building(path, key) as tmp:
+            categorize(model, tokenizer, table, exemplars, cfg).to_parquet(tmp / "slick.parquet")
+    return pd.read_parquet(path / "slick.parquet")
