@@ -224,18 +224,56 @@ _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 def from_namespace(namespace: dict[str, Any]) -> Study:
     """Build the study from a notebook's globals (its parameters cell).
 
-    Called right after the ``parameters`` cell, before any import: every global
-    that is not IPython's own or private must be a known parameter, so a mistyped
+    Called right after the ``parameters`` cell: every global that is not
+    IPython's own, private or a module must be a known parameter, so a mistyped
     ``papermill -p`` name fails here instead of being silently ignored.  The
-    profile named by ``profile`` supplies every value the notebook does not set.
+    values are the parameters (papermill's ``-f profiles/NAME.yaml`` injects a
+    whole profile); a value that differs from the named profile is reported.
     """
     given = {
         k: v
         for k, v in namespace.items()
         if not k.startswith("_") and k not in _IPYTHON_NAMES and not isinstance(v, types.ModuleType)
     }
-    base = load_profile(given.get("profile", "quick"))
-    return from_params({**base, **given})
+    study = from_params(given)
+    profile = load_profile(study.study.profile)
+    differ = {k: given[k] for k, v in profile.items() if k in given and given[k] != v}
+    if differ:
+        print(f"note: these parameters differ from profile {study.study.profile!r}: {differ} "
+              f"(to run a whole profile, pass papermill -f profiles/{study.study.profile}.yaml)")
+    return study
+
+
+def _field_comments() -> dict[str, str]:
+    """The ``# comment`` after each field in this module's source (for notebooks)."""
+    import inspect
+    import re
+
+    out = {}
+    for stage in STAGES:
+        for line in inspect.getsource(stage).splitlines():
+            m = re.match(r"\s+(\w+): \w+ = .*?#\s*(.*)$", line)
+            if m:
+                out[m.group(1)] = m.group(2)
+    return out
+
+
+def parameters_cell(profile: str = "quick") -> str:
+    """Source of a notebook's ``parameters`` cell: every parameter, typed and commented.
+
+    Values are the profile's (``quick`` by default, what a notebook opened by
+    hand runs); ``tools/sync_notebooks.py`` writes this into every notebook and
+    a test checks that none has drifted.
+    """
+    params = from_params(load_profile(profile)).params()
+    comments = _field_comments()
+    lines = [f"# Parameters (profile {profile!r}); papermill -f profiles/NAME.yaml or -p NAME VALUE overrides them."]
+    for stage in STAGES:
+        lines.append(f"# {stage.__doc__.splitlines()[0]}")
+        for f in fields(stage):
+            note = f"  # {comments[f.name]}" if f.name in comments else ""
+            lines.append(f"{f.name}: {f.type} = {params[f.name]!r}{note}")
+    return "\n".join(lines)
 
 
 def config_hash(obj: Any) -> str:

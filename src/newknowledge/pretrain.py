@@ -101,6 +101,8 @@ def make_model(tokenizer: PreTrainedTokenizerFast, cfg: PretrainConfig) -> GPT2L
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=max(512, cfg.block_size), n_embd=cfg.d_model,
         n_layer=cfg.n_layers, n_head=cfg.n_heads, tie_word_embeddings=True,
+        # No dropout: we want facts memorised, and fine-tuning runs reproducible epoch by epoch.
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     return GPT2LMHeadModel(config)

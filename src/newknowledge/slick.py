@@ -104,8 +104,12 @@ def _p_any(p: np.ndarray, n_samples: int) -> float:
 
 
 def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig,
-               *, desc: str = "SliCK") -> pd.DataFrame:
+               *, desc: str = "SliCK", backend=lm) -> pd.DataFrame:
     """Run SliCK on every row of ``table``.
+
+    ``backend`` provides ``decode`` and ``score`` with the signatures of
+    :func:`newknowledge.lm.decode` and :func:`newknowledge.lm.score` (the
+    default); tests pass a scripted one whose answers they choose.
 
     Returns:
         ``table``'s columns plus ``p_greedy`` (P_correct(T=0)), ``p_sample``
@@ -117,20 +121,21 @@ def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, c
     table = table.reset_index(drop=True)
     pr = prompts(table, exemplars, cfg)
     golds = table["answer"].to_numpy()[pr["example"].to_numpy()].tolist()
-    _check_length(model, tokenizer, pr["prompt"].tolist())
+    if backend is lm:
+        _check_length(model, tokenizer, pr["prompt"].tolist())
     chunk = max(cfg.slick_batch * 4, 256)  # progress granularity
     greedy_ok = np.zeros(len(pr))
     p_samp = np.zeros(len(pr))
     greedy_ans: list[str] = []
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.slick_seed)
+    gen = torch.Generator(device=_device(model)).manual_seed(cfg.slick_seed)
     for s in tqdm(range(0, len(pr), chunk), desc=desc, unit="chunk"):
         ps, gs = pr["prompt"].iloc[s:s + chunk].tolist(), golds[s:s + chunk]
         if cfg.estimator == "exact":
-            sc = lm.score(model, tokenizer, ps, gs, temperature=cfg.temperature, top_k=cfg.top_k,
+            sc = backend.score(model, tokenizer, ps, gs, temperature=cfg.temperature, top_k=cfg.top_k,
                           batch_size=cfg.slick_batch)
             greedy_ok[s:s + chunk], p_samp[s:s + chunk] = sc.greedy_correct, sc.p_sample
         else:
-            g, samples = lm.decode(model, tokenizer, ps, n_samples=cfg.n_samples, temperature=cfg.temperature,
+            g, samples = backend.decode(model, tokenizer, ps, n_samples=cfg.n_samples, temperature=cfg.temperature,
                                    top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
                                    batch_size=cfg.slick_batch * (1 + cfg.n_samples), generator=gen)
             greedy_ok[s:s + chunk] = [exact_match(a, b) for a, b in zip(g, gs)]
@@ -154,6 +159,13 @@ def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, c
     return out
 
 
+def _device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
 def _check_length(model, tokenizer, prompts_: list[str]) -> None:
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if limit:
@@ -162,7 +174,7 @@ def _check_length(model, tokenizer, prompts_: list[str]) -> None:
             raise lm.ModelError(f"SliCK prompts reach {longest} tokens but the model takes {limit}; lower k_shot")
 
 
-def check_answers(model, tokenizer, exemplars: pd.DataFrame, cfg: SlickConfig, n: int = 8) -> None:
+def check_answers(model, tokenizer, exemplars: pd.DataFrame, cfg: SlickConfig, n: int = 8, *, backend=lm) -> None:
     """Fail early, with a clear message, when the model never produces an answer line.
 
     Greedy-decodes ``n`` few-shot prompts built from dev exemplars; if no answer
@@ -170,7 +182,7 @@ def check_answers(model, tokenizer, exemplars: pd.DataFrame, cfg: SlickConfig, n
     has nothing to do with knowledge.
     """
     probe = prompts(exemplars.head(n), exemplars, dataclasses.replace(cfg, n_ex=1))
-    greedy, _ = lm.decode(model, tokenizer, probe["prompt"].tolist(), max_new_tokens=cfg.max_new_tokens)
+    greedy, _ = backend.decode(model, tokenizer, probe["prompt"].tolist(), max_new_tokens=cfg.max_new_tokens)
     if not any(g for g in greedy):
         raise lm.ModelError(
             "the model produced no answer line on any of "
@@ -196,3 +208,26 @@ def run(model_path: str | Path, table: pd.DataFrame, exemplars: pd.DataFrame, cf
         with store.building(path, key) as tmp:
             categorize(model, tokenizer, table, exemplars, cfg).to_parquet(tmp / "slick.parquet")
     return pd.read_parquet(path / "slick.parquet")
+
+
+def explain(model_path: str | Path, rows: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig,
+            *, n_prompts: int = 3, device: str = "auto") -> pd.DataFrame:
+    """SliCK at work on a few questions (the paper's Figure 2b): prompts, greedy and sampled answers.
+
+    Returns:
+        One row per (question, prompt): ``question``, ``answer``, ``category``,
+        ``ex_set``, ``greedy``, ``samples`` (the sampled answers, joined).
+    """
+    model, tokenizer = lm.load(str(model_path), device=device)
+    pr = prompts(rows.reset_index(drop=True), exemplars, cfg)
+    pr = pr[pr["ex_set"] < n_prompts].reset_index(drop=True)
+    gen = torch.Generator(device=_device(model)).manual_seed(cfg.slick_seed)
+    greedy, samples = lm.decode(model, tokenizer, pr["prompt"].tolist(), n_samples=cfg.n_samples,
+                                temperature=cfg.temperature, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
+                                generator=gen)
+    r = rows.reset_index(drop=True).iloc[pr["example"]].reset_index(drop=True)
+    return pd.DataFrame({
+        "question": r["question"], "answer": r["answer"], "category": r["category"], "ex_set": pr["ex_set"],
+        "greedy": greedy,
+        "samples": [", ".join(f"{a} x{s.count(a)}" for a in dict.fromkeys(s)) for s in samples],
+    })

@@ -1,0 +1,143 @@
+"""From fine-tuning records to the paper's quantities (Sec. 4 and 5).
+
+Records (see :mod:`newknowledge.finetune`) have one row per run x epoch x
+example: ``variant``, ``seed``, ``epoch``, ``split`` (train/dev/test/ood_test),
+``example``, ``category``, ``correct``.  These functions turn them into
+accuracy curves, the EARLY_STOP and CONVERGENCE epochs, fitted shares and the
+points of the linear model.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .slick import KNOWN
+
+RUN = ["variant", "seed"]
+
+
+def accuracy(records: pd.DataFrame, by_category: bool = False) -> pd.DataFrame:
+    """Accuracy per run, epoch and split (and SliCK category of the example).
+
+    Returns:
+        Columns ``variant, seed, epoch, split, [category,] accuracy, n``.
+    """
+    keys = RUN + ["epoch", "split"] + (["category"] if by_category else [])
+    g = records.groupby(keys, observed=True)["correct"]
+    return g.agg(accuracy="mean", n="size").reset_index()
+
+
+def early_stop(records: pd.DataFrame) -> pd.DataFrame:
+    """EARLY_STOP (best dev accuracy, earliest on ties, epochs >= 1) and CONVERGENCE (last epoch) per run.
+
+    Returns:
+        Columns ``variant, seed, early_stop, convergence``.
+    """
+    dev = accuracy(records[(records["split"] == "dev") & (records["epoch"] >= 1)])
+    dev = dev.sort_values(RUN + ["accuracy", "epoch"], ascending=[True, True, False, True])
+    es = dev.groupby(RUN).head(1)[RUN + ["epoch"]].rename(columns={"epoch": "early_stop"})
+    conv = records.groupby(RUN)["epoch"].max().rename("convergence").reset_index()
+    return es.merge(conv, on=RUN)
+
+
+def at_stops(records: pd.DataFrame) -> pd.DataFrame:
+    """The records at EARLY_STOP and at CONVERGENCE, with a ``duration`` column."""
+    stops = early_stop(records)
+    out = []
+    for name in ("early_stop", "convergence"):
+        sel = records.merge(stops[RUN + [name]].rename(columns={name: "epoch"}), on=RUN + ["epoch"])
+        out.append(sel.assign(duration="EARLY_STOP" if name == "early_stop" else "CONVERGENCE"))
+    return pd.concat(out, ignore_index=True)
+
+
+def fitted_share(records: pd.DataFrame) -> pd.DataFrame:
+    """Share of Known and of Unknown train examples fitted, per run and epoch.
+
+    Returns:
+        Columns ``variant, seed, epoch, group`` (Known/Unknown or a Known
+        category), ``fitted``, ``n``.
+    """
+    train = records[records["split"] == "train"].copy()
+    train["group"] = train["category"].where(train["category"] == "Unknown", "Known")
+    by_group = train.groupby(RUN + ["epoch", "group"])["correct"].agg(fitted="mean", n="size").reset_index()
+    by_cat = (train.groupby(RUN + ["epoch", "category"])["correct"].agg(fitted="mean", n="size").reset_index()
+              .rename(columns={"category": "group"}))
+    by_cat = by_cat[by_cat["group"].isin(KNOWN)]
+    return pd.concat([by_group, by_cat], ignore_index=True)
+
+
+def linear_points(records: pd.DataFrame, size: int, split: str = "test", min_epoch: int = 1) -> pd.DataFrame:
+    """Points of the linear model (Sec. 4.4): one per run and epoch.
+
+    ``acc`` is accuracy on ``split``; ``kn`` = N_kn/|D| and ``unk`` = N_unk/|D|
+    count the Known and Unknown train examples fitted at that epoch, with |D| =
+    ``size`` the same for every variant (as D_Known variants are smaller).  The
+    epoch-0 point (before fine-tuning) is excluded: the paper collects points
+    after each epoch.
+    """
+    rec = records[records["epoch"] >= min_epoch]
+    train = rec[rec["split"] == "train"]
+    unk = train["category"] == "Unknown"
+    n_kn = train[~unk & train["correct"]].groupby(RUN + ["epoch"]).size().rename("n_kn")
+    n_unk = train[unk & train["correct"]].groupby(RUN + ["epoch"]).size().rename("n_unk")
+    acc = rec[rec["split"] == split].groupby(RUN + ["epoch"])["correct"].mean().rename("acc")
+    pts = pd.concat([n_kn, n_unk, acc], axis=1).fillna({"n_kn": 0, "n_unk": 0}).reset_index()
+    pts["kn"], pts["unk"] = pts["n_kn"] / size, pts["n_unk"] / size
+    pts["run"] = pts["variant"] + "/" + pts["seed"].astype(str)
+    return pts
+
+
+def pct_unknown(variant: pd.Series) -> pd.Series:
+    """The X of ``unknown_X`` / ``known_X`` / ``idk_X`` variant names, as a float."""
+    return variant.str.rsplit("_", n=1).str[-1].astype(float)
+
+
+def by_duration(records: pd.DataFrame, split: str = "test", epochs: list[int] | None = None) -> pd.DataFrame:
+    """Accuracy on ``split`` at EARLY_STOP, at fixed epochs and at CONVERGENCE (Figure 3a).
+
+    Returns:
+        Columns ``variant, seed, duration, epoch, accuracy``.
+    """
+    acc = accuracy(records[records["split"] == split])
+    stops = early_stop(records)
+    last = int(records["epoch"].max())
+    epochs = epochs if epochs is not None else sorted({max(1, last // 4), max(1, last // 2), max(1, 3 * last // 4)})
+    rows = [acc.merge(stops[RUN + ["early_stop"]].rename(columns={"early_stop": "epoch"}), on=RUN + ["epoch"])
+            .assign(duration="EARLY_STOP")]
+    rows += [acc[acc["epoch"] == e].assign(duration=f"epoch {e}") for e in epochs if e < last]
+    rows.append(acc.merge(stops[RUN + ["convergence"]].rename(columns={"convergence": "epoch"}), on=RUN + ["epoch"])
+                .assign(duration="CONVERGENCE"))
+    return pd.concat(rows, ignore_index=True)[RUN + ["duration", "epoch", "accuracy"]]
+
+
+def harm_table(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """D (``unknown_X``) vs D_Known (``known_X``) at EARLY_STOP and CONVERGENCE (Figure 3b).
+
+    ``known_0`` is ``unknown_0`` (no Unknown to remove); D_Known of X = 100 is
+    empty and has no run.
+
+    Returns:
+        Columns ``pct_unknown, data`` (D / D_Known), ``seed, duration, epoch, accuracy``.
+    """
+    d = by_duration(records, split, epochs=[])
+    d = d[d["variant"].str.match(r"^(unknown|known)_")].copy()
+    d["pct_unknown"] = pct_unknown(d["variant"])
+    d["data"] = d["variant"].str.startswith("unknown").map({True: "D", False: "D_Known"})
+    zero = d[(d["data"] == "D") & (d["pct_unknown"] == 0)].assign(data="D_Known")
+    return pd.concat([d, zero], ignore_index=True).sort_values(["data", "pct_unknown", "duration"])
+
+
+def training_curves(records: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """Figure 1: train accuracy on Known and Unknown examples, dev and test accuracy, per epoch.
+
+    Returns:
+        Columns ``seed, epoch, series, accuracy``.
+    """
+    rec = records[records["variant"] == variant]
+    fit = fitted_share(rec)
+    fit = fit[fit["group"].isin(["Known", "Unknown"])]
+    out = [fit.assign(series="Train (" + fit["group"] + ")", accuracy=fit["fitted"])]
+    for split, name in (("dev", "Dev"), ("test", "Test")):
+        acc = accuracy(rec[rec["split"] == split])
+        out.append(acc.assign(series=name))
+    return pd.concat(out, ignore_index=True)[["seed", "epoch", "series", "accuracy"]]

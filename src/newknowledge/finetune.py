@@ -1,0 +1,230 @@
+"""Fine-tuning with per-epoch records (paper Sec. 4).
+
+Closed-book QA in a zero-shot format (question in, answer out), loss on the
+answer tokens only, a constant learning rate.  After every epoch we record, as
+tidy rows, whether each train example is *fitted* (its greedy answer is the
+gold) and whether each dev / test / OOD-test question is answered correctly.
+EARLY_STOP is the epoch with the best dev accuracy; CONVERGENCE the last one.
+
+A run is a folder keyed by the hash of everything that determines it (model,
+data, variant, seed, config).  It holds ``config.json`` from the start, one
+``epoch_XXX.parquet`` per finished epoch, ``checkpoint.pt`` (weights and
+optimizer after the last finished epoch) and ``done.json`` at the end.  A rerun
+skips finished runs and resumes an interrupted one from its last finished epoch
+with identical results: batch order is a function of (seed, epoch) and the
+models have no dropout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import lm, store
+from .config import FinetuneConfig, config_hash
+from .metrics import exact_match
+
+# Prompt formats: (prompt template, answer template).  "qa" is the probe's own
+# line format, seen in pretraining; "unseen" is a format pretraining never used,
+# so fine-tuning must teach the model to expose what it knows in it.
+FORMATS = {
+    "qa": ("Q: {q} A:", " {a}\n"),
+    "unseen": ("Question: {q}\nAnswer:", " {a}\n"),
+}
+IDK = "I don't know"
+
+
+def _format(fmt: str) -> tuple[str, str]:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown ft_format {fmt!r}; choose one of {sorted(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def encode_examples(tokenizer, questions: list[str], answers: list[str], fmt: str):
+    """Token ids and labels for answer-only loss.
+
+    Returns:
+        A list of ``(input_ids, labels)`` pairs; labels are -100 on the prompt
+        tokens, so only the answer (and its closing newline) is learned.
+    """
+    p_tpl, a_tpl = _format(fmt)
+    prompts = [p_tpl.format(q=q) for q in questions]
+    p_ids, a_ids = lm.encode(tokenizer, prompts, [a_tpl.format(a=a) for a in answers])
+    return [(p + a, [-100] * len(p) + a) for p, a in zip(p_ids, a_ids)]
+
+
+def _collate(pairs, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad to shape (batch, max_len): ids, attention mask, labels."""
+    width = max(len(ids) for ids, _ in pairs)
+    ids = torch.full((len(pairs), width), pad, dtype=torch.long)
+    labels = torch.full((len(pairs), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    for i, (x, y) in enumerate(pairs):
+        ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return ids, mask, labels
+
+
+def correct_flags(model, tokenizer, questions: list[str], answers: list[str], cfg: FinetuneConfig) -> np.ndarray:
+    """Does the model's greedy answer, zero-shot in the fine-tuning format, match the gold?
+
+    By teacher forcing (default) or by generating (``ft_eval: generate``).
+    """
+    prompts = [_format(cfg.ft_format)[0].format(q=q) for q in questions]
+    if cfg.ft_eval == "teacher":
+        return lm.score(model, tokenizer, prompts, answers, batch_size=cfg.ft_eval_batch).greedy_correct
+    greedy, _ = lm.decode(model, tokenizer, prompts, batch_size=cfg.ft_eval_batch)
+    return np.array([exact_match(g, a) for g, a in zip(greedy, answers)])
+
+
+def _evaluate(model, tokenizer, train: pd.DataFrame, evals: pd.DataFrame, cfg: FinetuneConfig,
+              epoch: int, idk: bool) -> pd.DataFrame:
+    """One epoch's tidy records: a row per train example and per evaluation question."""
+    model.eval()
+    rows = []
+    fitted = correct_flags(model, tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg)
+    rows.append(pd.DataFrame({"epoch": epoch, "split": "train", "example": np.arange(len(train)),
+                              "category": train["category"].to_numpy(), "correct": fitted}))
+    correct = correct_flags(model, tokenizer, evals["question"].tolist(), evals["answer"].tolist(), cfg)
+    ev = pd.DataFrame({"epoch": epoch, "split": evals["split"].to_numpy(), "example": evals["example"].to_numpy(),
+                       "category": evals["category"].to_numpy(), "correct": correct})
+    if idk:  # D_IDK: did the model abstain?
+        ev["idk"] = correct_flags(model, tokenizer, evals["question"].tolist(), [IDK] * len(evals), cfg)
+    rows.append(ev)
+    return pd.concat(rows, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fine-tuning run: which data, which seed, where the model is."""
+
+    model_path: str
+    variant: str  # e.g. "unknown_50", "MaybeKnown", "idk_50"
+    seed: int
+    cfg: FinetuneConfig
+    device: str = "cpu"
+
+
+def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame) -> Path:
+    data = pd.util.hash_pandas_object(train[["question", "answer"]]).sum().item()
+    data_ev = pd.util.hash_pandas_object(evals[["question", "answer", "split"]]).sum().item()
+    key = {"stage": "finetune", "model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
+           "cfg": dataclasses.asdict(spec.cfg), "train": data, "evals": data_ev}
+    return store.artifacts_root() / "finetune" / config_hash(key)
+
+
+def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, position: int = 0,
+              stop_after: int | None = None) -> Path:
+    """Fine-tune on ``train`` and record every epoch (resumable).
+
+    Args:
+        spec: the run.
+        train: the variant (``question``, ``answer``, ``category``, ``relation``).
+        evals: questions to evaluate after each epoch (``split`` in dev/test/
+            ood_test, ``example`` id, ``question``, ``answer``, ``category``).
+        stop_after: stop after this many epochs in this call (tests simulate a kill).
+
+    Returns:
+        The run folder.
+    """
+    cfg = spec.cfg
+    path = run_dir(spec, train, evals)
+    if (path / "done.json").exists():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    store.write_json(path / "config.json", {"model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
+                                            **dataclasses.asdict(cfg)})
+    torch.set_num_threads(cfg.ft_threads)
+    torch.manual_seed(spec.seed)
+    model, tokenizer = lm.load(spec.model_path, device=spec.device)
+    if cfg.lora_rank > 0:
+        model = _with_lora(model, cfg)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.ft_lr,
+                            weight_decay=cfg.ft_weight_decay)
+    idk = spec.variant.startswith("idk")
+    done = sorted(int(p.stem.split("_")[1]) for p in path.glob("epoch_*.parquet"))
+    start = done[-1] + 1 if done else 0
+    if start > 0:  # resume from the last finished epoch
+        state = torch.load(path / "checkpoint.pt", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["epoch"] + 1
+    else:
+        _evaluate(model, tokenizer, train, evals, cfg, 0, idk).to_parquet(path / "epoch_000.parquet")
+        start = 1
+    examples = encode_examples(tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg.ft_format)
+    device = next(model.parameters()).device
+    bar = tqdm(range(start, cfg.ft_epochs + 1), desc=f"{spec.variant} s{spec.seed}", position=position,
+               leave=False, unit="epoch")
+    for n, epoch in enumerate(bar):
+        if stop_after is not None and n >= stop_after:
+            return path
+        model.train()
+        order = np.random.default_rng([spec.seed, epoch]).permutation(len(examples))
+        for i in range(0, len(order), cfg.ft_batch):
+            ids, mask, labels = _collate([examples[j] for j in order[i:i + cfg.ft_batch]], tokenizer.pad_token_id)
+            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        records = _evaluate(model, tokenizer, train, evals, cfg, epoch, idk)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, path / "checkpoint.tmp")
+        os.replace(path / "checkpoint.tmp", path / "checkpoint.pt")
+        tmp = path / f"epoch_{epoch:03d}.tmp"
+        records.to_parquet(tmp)
+        os.replace(tmp, path / f"epoch_{epoch:03d}.parquet")
+    (path / "checkpoint.pt").unlink(missing_ok=True)  # the records are the result; weights are not kept
+    store.write_json(path / "done.json", {"epochs": cfg.ft_epochs})
+    return path
+
+
+def _with_lora(model, cfg: FinetuneConfig):
+    """Wrap the model with LoRA adapters (``peft``), for models too big to fine-tune fully."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError("lora_rank > 0 needs peft: pip install 'newknowledge[lora]'") from None
+    targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()] or None
+    return get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=targets,
+                                            task_type="CAUSAL_LM"))
+
+
+def _worker(args) -> str:
+    spec, train, evals, position = args
+    return str(train_run(spec, train, evals, position=position))
+
+
+def run_all(jobs: list[tuple[RunSpec, pd.DataFrame]], evals: pd.DataFrame, workers: int = 1) -> list[Path]:
+    """Execute every run not yet finished, ``workers`` at a time (local process pool).
+
+    Runs are independent: two single-threaded runs side by side use two cores
+    better than one run with two threads, for models this small.
+    """
+    todo = [(i, s, t) for i, (s, t) in enumerate(jobs) if not (run_dir(s, t, evals) / "done.json").exists()]
+    if todo and workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
+            list(tqdm(pool.map(_worker, [(s, t, evals, k % workers + 1) for k, (_, s, t) in enumerate(todo)]),
+                      total=len(todo), desc="fine-tuning runs", unit="run"))
+    else:
+        for _, s, t in tqdm(todo, desc="fine-tuning runs", unit="run", disable=len(todo) < 2):
+            train_run(s, t, evals)
+    return [run_dir(s, t, evals) for s, t in jobs]
+
+
+def load_records(paths: list[Path]) -> pd.DataFrame:
+    """All epoch records of the given runs, with ``variant`` and ``seed`` columns."""
+    frames = []
+    for path in paths:
+        meta = json.loads((Path(path) / "config.json").read_text())
+        for f in sorted(Path(path).glob("epoch_*.parquet")):
+            frames.append(pd.read_parquet(f).assign(variant=meta["variant"], seed=meta["seed"]))
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,52 @@
+"""Shared fixtures: a private artifacts folder and a tiny pretrained model.
+
+The tiny model is the controlled world's full pipeline at toy sizes (a few
+seconds of pretraining), so tests exercise the real code path: world ->
+corpus -> tokenizer -> GPT-2 style model -> ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from newknowledge import config, lm, pretrain, world
+
+TINY = {
+    "n_train": 12, "n_dev": 6, "n_test": 6, "n_ood_test": 4, "pool_scale": 0.1,
+    "vocab_size": 400, "d_model": 32, "n_layers": 2, "n_heads": 2, "block_size": 64,
+    "pretrain_batch": 16, "pretrain_passes": 6.0, "pretrain_threads": 1,
+    "n_ex": 2, "n_samples": 3, "slick_batch": 16, "max_new_tokens": 8,
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _artifacts(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+    torch.set_num_threads(1)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_study():
+    return config.from_params(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tiny_study):
+    folder = world.build(tiny_study.world)
+    return folder, world.load(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tiny_study, tiny_world):
+    folder, _ = tiny_world
+    facts = world.generate(tiny_study.world)
+    return pretrain.build(tiny_study.world, tiny_study.pretrain, facts)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path):
+    return lm.load(str(tiny_model_path), device="cpu")

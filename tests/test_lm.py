@@ -1,0 +1,96 @@
+"""The model engine: save/reload parity, teacher forcing vs generation, stop handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from newknowledge import lm, pretrain, slick
+from newknowledge.metrics import exact_match
+
+
+def test_save_and_reload_gives_identical_logits_and_greedy_answers(tiny_model, tiny_model_path, tmp_path):
+    model, tok = tiny_model
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    model2, tok2 = lm.load(str(tmp_path / "m"), device="cpu")
+    prompts = ["Q: Who owns Bar? A:", "Q: Where was Foo born? A: Zed\nQ: Who is X married to? A:"]
+    ids = tok(prompts[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, model2(input_ids=ids).logits)
+    assert lm.decode(model, tok, prompts)[0] == lm.decode(model2, tok2, prompts)[0]
+
+
+def _prompts(facts: pd.DataFrame, tiny_study, n=40):
+    dev = facts[facts.split == "dev"]
+    table = facts[facts.split.isin(["train", "test"])].head(n)
+    return slick.prompts(table, dev, tiny_study.slick), table
+
+
+def test_teacher_forced_greedy_check_agrees_with_real_greedy_decoding(tiny_model, tiny_world, tiny_study):
+    model, tok = tiny_model
+    pr, _ = _prompts(tiny_world[1], tiny_study)
+    prompts = pr["prompt"].tolist()
+    greedy, _ = lm.decode(model, tok, prompts, max_new_tokens=12)
+    # Answers that ended with a stop token within the budget (not cut by max_new_tokens).
+    stopped = np.array([0 < len(tok(" " + g, add_special_tokens=False)["input_ids"]) < 11 for g in greedy])
+    assert stopped.sum() > len(greedy) // 4, "the tiny model should answer a good share of prompts"
+    # Its own stopped greedy answers are, by teacher forcing, greedy-correct ...
+    own = lm.score(model, tok, prompts, [g or "x" for g in greedy])
+    assert own.greedy_correct[stopped].all()
+    # ... and a different answer is not.
+    other = lm.score(model, tok, prompts, [g + " Zzq" for g in greedy])
+    assert not other.greedy_correct.any()
+    # Against the world's gold answers, both decide correctness the same way.
+    golds = pr["example"].map(dict(enumerate(_prompts(tiny_world[1], tiny_study)[1]["answer"]))).tolist()
+    tf = lm.score(model, tok, prompts, golds).greedy_correct
+    assert tf.tolist() == [exact_match(g, a) for g, a in zip(greedy, golds)]
+
+
+def test_exact_sampling_probability_matches_monte_carlo(tiny_model, tiny_world, tiny_study):
+    model, tok = tiny_model
+    pr, _ = _prompts(tiny_world[1], tiny_study, n=6)
+    prompts = pr["prompt"].tolist()[:6]
+    greedy, _ = lm.decode(model, tok, prompts, max_new_tokens=12)
+    exact = lm.score(model, tok, prompts, greedy, temperature=1.0, top_k=40).p_sample
+    gen = torch.Generator().manual_seed(0)
+    _, samples = lm.decode(model, tok, prompts, n_samples=400, temperature=1.0, top_k=40,
+                           max_new_tokens=12, batch_size=800, generator=gen)
+    mc = np.array([np.mean([s == g for s in ss]) for ss, g in zip(samples, greedy)])
+    assert np.all(np.abs(mc - exact) < 4 * np.sqrt(exact * (1 - exact) / 400) + 0.01)
+
+
+def test_batching_and_padding_do_not_change_answers(tiny_model, tiny_world, tiny_study):
+    model, tok = tiny_model
+    pr, _ = _prompts(tiny_world[1], tiny_study, n=10)
+    prompts = pr["prompt"].tolist()
+    batched, _ = lm.decode(model, tok, prompts, batch_size=64)
+    single = [lm.decode(model, tok, [p], batch_size=1)[0][0] for p in prompts[:8]]
+    assert batched[:8] == single
+    s_batched = lm.score(model, tok, prompts[:8], batched[:8], batch_size=64).logprob
+    s_single = [lm.score(model, tok, [p], [g], batch_size=1).logprob[0] for p, g in zip(prompts[:8], batched[:8])]
+    assert np.allclose(s_batched, s_single, atol=1e-4)
+
+
+def test_stop_tokens_are_eos_and_newline_tokens(tiny_model):
+    _, tok = tiny_model
+    mask = lm.stop_mask(tok, len(tok))
+    assert mask[tok.eos_token_id]
+    nl = tok("\n", add_special_tokens=False)["input_ids"]
+    assert all(mask[i] for i in nl)
+    word = tok(" the", add_special_tokens=False)["input_ids"]
+    assert not any(mask[i] for i in word)
+
+
+def test_answers_are_cut_at_the_end_of_the_line():
+    assert lm._cut(" Paris\nQ: next") == "Paris"
+    assert lm._cut(" Paris") == "Paris"
+
+
+def test_corpus_lines_all_end_with_newline(tiny_world, tiny_study):
+    # Without a newline before EOS, few-shot answers end in EOS and greedy answers "fail".
+    facts = tiny_world[1]
+    docs = pretrain.documents(facts.assign(exposures=3), tiny_study.pretrain, np.random.default_rng(0))
+    assert docs and all(d.endswith("\n") for d in docs)
+    assert any(d.startswith("Q: ") for d in docs) and any(not d.startswith("Q: ") for d in docs)
