@@ -13,9 +13,9 @@ import torch
 from newknowledge import config, lm, pretrain, world
 
 TINY = {
-    "n_train": 12, "n_dev": 6, "n_test": 6, "n_ood_test": 4, "pool_scale": 0.1,
-    "vocab_size": 400, "d_model": 32, "n_layers": 2, "n_heads": 2, "block_size": 64,
-    "pretrain_batch": 16, "pretrain_passes": 6.0, "pretrain_threads": 1,
+    "n_train": 12, "n_dev": 6, "n_test": 6, "n_ood_test": 4, "pool_scale": 0.1, "exposure_mu": 2.3,
+    "vocab_size": 600, "d_model": 48, "n_layers": 2, "n_heads": 2, "block_size": 64,
+    "pretrain_batch": 16, "pretrain_passes": 10.0, "pretrain_lr": 5e-3, "pretrain_threads": 1,
     "n_ex": 2, "n_samples": 3, "slick_batch": 16, "max_new_tokens": 8,
 }
 

@@ -35,7 +35,7 @@ def test_teacher_forced_greedy_check_agrees_with_real_greedy_decoding(tiny_model
     greedy, _ = lm.decode(model, tok, prompts, max_new_tokens=12)
     # Answers that ended with a stop token within the budget (not cut by max_new_tokens).
     stopped = np.array([0 < len(tok(" " + g, add_special_tokens=False)["input_ids"]) < 11 for g in greedy])
-    assert stopped.sum() > len(greedy) // 4, "the tiny model should answer a good share of prompts"
+    assert stopped.sum() >= len(greedy) // 8, "the tiny model should answer a share of prompts"
     # Its own stopped greedy answers are, by teacher forcing, greedy-correct ...
     own = lm.score(model, tok, prompts, [g or "x" for g in greedy])
     assert own.greedy_correct[stopped].all()
@@ -45,19 +45,25 @@ def test_teacher_forced_greedy_check_agrees_with_real_greedy_decoding(tiny_model
     # Against the world's gold answers, both decide correctness the same way.
     golds = pr["example"].map(dict(enumerate(_prompts(tiny_world[1], tiny_study)[1]["answer"]))).tolist()
     tf = lm.score(model, tok, prompts, golds).greedy_correct
+    assert tf.sum() >= 5, "the tiny model should know some facts, or this comparison is empty"
     assert tf.tolist() == [exact_match(g, a) for g, a in zip(greedy, golds)]
 
 
 def test_exact_sampling_probability_matches_monte_carlo(tiny_model, tiny_world, tiny_study):
     model, tok = tiny_model
-    pr, _ = _prompts(tiny_world[1], tiny_study, n=6)
-    prompts = pr["prompt"].tolist()[:6]
+    pr, _ = _prompts(tiny_world[1], tiny_study, n=40)
+    prompts = pr["prompt"].tolist()
     greedy, _ = lm.decode(model, tok, prompts, max_new_tokens=12)
+    # Prompts whose greedy answer ended with a stop token (not cut by the token budget).
+    keep = [i for i, g in enumerate(greedy) if 0 < len(tok(" " + g, add_special_tokens=False)["input_ids"]) < 11][:6]
+    assert len(keep) == 6
+    prompts, greedy = [prompts[i] for i in keep], [greedy[i] for i in keep]
     exact = lm.score(model, tok, prompts, greedy, temperature=1.0, top_k=40).p_sample
     gen = torch.Generator().manual_seed(0)
     _, samples = lm.decode(model, tok, prompts, n_samples=400, temperature=1.0, top_k=40,
                            max_new_tokens=12, batch_size=800, generator=gen)
     mc = np.array([np.mean([s == g for s in ss]) for ss, g in zip(samples, greedy)])
+    assert exact.max() > 0.1, "some greedy answers should be likely samples"
     assert np.all(np.abs(mc - exact) < 4 * np.sqrt(exact * (1 - exact) / 400) + 0.01)
 
 

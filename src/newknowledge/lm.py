@@ -197,27 +197,33 @@ def decode(model, tokenizer, prompts: list[str], *, n_samples: int = 0, temperat
             mask = mask.repeat_interleave(rows, 0)
             pos = pos.repeat_interleave(rows, 0)
         logits = out.logits[:, -1].repeat_interleave(rows, 0)  # (batch * rows, vocab)
-        is_greedy = (torch.arange(len(logits), device=device) % rows) == 0
-        done = torch.zeros(len(logits), dtype=torch.bool, device=device)
-        tokens = []
+        n_rows = len(logits)
+        alive = torch.arange(n_rows, device=device)  # original row of each row still in the batch
+        is_greedy = (alive % rows) == 0
+        finished = torch.zeros(n_rows, dtype=torch.bool, device=device)
+        gen = torch.full((n_rows, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
         next_pos = pos[:, -1:] + 1
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             choice = logits.argmax(-1)
             if n_samples:
                 probs = torch.exp(_top_k_logprobs(logits, temperature, top_k))
                 drawn = torch.multinomial(probs, 1, generator=generator).squeeze(1)
                 choice = torch.where(is_greedy, choice, drawn)
-            choice = torch.where(done, torch.full_like(choice, tokenizer.pad_token_id), choice)
-            tokens.append(choice)
-            done = done | stops[choice]
-            if bool(done.all()):
+            choice = choice.masked_fill(finished, tokenizer.pad_token_id)
+            gen[alive, step] = choice
+            finished = finished | stops[choice]
+            if step == max_new_tokens - 1 or bool(finished.all()):
                 break
+            if finished.float().mean() > 0.25:  # drop finished rows from the batch and the cache
+                keep = (~finished).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                alive, is_greedy, choice, finished = alive[keep], is_greedy[keep], choice[keep], finished[keep]
+                mask, next_pos = mask[keep], next_pos[keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             out = model(input_ids=choice[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache)
             cache, logits, next_pos = out.past_key_values, out.logits[:, -1], next_pos + 1
-        gen = torch.stack(tokens, 1).tolist()  # (batch * rows, steps)
-        for r, seq in enumerate(gen):
-            text = tokenizer.decode(seq, skip_special_tokens=True)
+        texts = tokenizer.batch_decode(gen.tolist(), skip_special_tokens=True)
+        for r, text in enumerate(texts):
             i = idx[r // rows]
             if r % rows == 0:
                 greedy[i] = _cut(text)
