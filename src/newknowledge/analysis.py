@@ -141,3 +141,69 @@ def training_curves(records: pd.DataFrame, variant: str) -> pd.DataFrame:
         acc = accuracy(rec[rec["split"] == split])
         out.append(acc.assign(series=name))
     return pd.concat(out, ignore_index=True)[["seed", "epoch", "series", "accuracy"]]
+
+
+def fitted_at_early_stop(records: pd.DataFrame) -> pd.DataFrame:
+    """Figure 4: share of Known and of Unknown train examples fitted at EARLY_STOP, per variant.
+
+    Returns:
+        Columns ``variant, seed, pct_unknown, group`` (Known/Unknown), ``fitted``, ``epoch``.
+    """
+    rec = records[records["variant"].str.startswith("unknown_")]
+    stops = early_stop(rec).rename(columns={"early_stop": "epoch"})[RUN + ["epoch"]]
+    fit = fitted_share(rec).merge(stops, on=RUN + ["epoch"])
+    fit = fit[fit["group"].isin(["Known", "Unknown"])].copy()
+    fit["pct_unknown"] = pct_unknown(fit["variant"])
+    # An empty group (no Unknown in D at X=0, no Known at X=100) has no share.
+    return fit[fit["n"] > 0].reset_index(drop=True)
+
+
+def epochs_to_fit(records: pd.DataFrame, variant: str, share: float = 0.9) -> pd.DataFrame:
+    """First epoch at which ``share`` of each group of ``variant``'s train examples is fitted.
+
+    Returns:
+        Columns ``seed, group, epoch`` (NaN when never reached).
+    """
+    fit = fitted_share(records[records["variant"] == variant])
+    rows = []
+    for (seed, group), g in fit.groupby(["seed", "group"]):
+        hit = g.loc[g["fitted"] >= share, "epoch"]
+        rows.append((seed, group, hit.min() if len(hit) else float("nan")))
+    return pd.DataFrame(rows, columns=["seed", "group", "epoch"])
+
+
+# Section 5's single-category variants, in the paper's Table 2 order, with their display names.
+TABLE2_VARIANTS = {"HighlyKnown": "D_HighlyKnown", "MaybeKnown": "D_MaybeKnown", "WeaklyKnown": "D_WeaklyKnown",
+                   "Unknown": "D_Unknown", "natural": "D_Natural"}
+
+
+def table2_long(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Accuracy per variant, seed, duration and test subset (All and each SliCK category).
+
+    Returns:
+        Columns ``variant`` (display name), ``seed, duration, subset, accuracy, n``.
+    """
+    rec = records[records["variant"].isin(list(TABLE2_VARIANTS)) & (records["split"] == split)]
+    at = at_stops(rec)
+    per_cat = at.groupby(RUN + ["duration", "category"])["correct"].agg(accuracy="mean", n="size").reset_index()
+    per_cat = per_cat.rename(columns={"category": "subset"})
+    overall = at.groupby(RUN + ["duration"])["correct"].agg(accuracy="mean", n="size").reset_index().assign(subset="All")
+    out = pd.concat([overall, per_cat], ignore_index=True)
+    out["variant"] = out["variant"].map(TABLE2_VARIANTS)
+    return out
+
+
+def correctness_at(records: pd.DataFrame, duration: str, seed: int, split: str = "test") -> pd.DataFrame:
+    """Per-example correctness of every section-5 model at one duration, for the significance tests.
+
+    Returns:
+        Columns ``model`` (display name), ``example``, ``subset`` (the SliCK category), ``correct``.
+    """
+    rec = records[records["variant"].isin(list(TABLE2_VARIANTS)) & (records["split"] == split)
+                  & (records["seed"] == seed)]
+    at = at_stops(rec)
+    at = at[at["duration"] == duration]
+    order = {name: i for i, name in enumerate(TABLE2_VARIANTS)}
+    at = at.sort_values("variant", key=lambda v: v.map(order))
+    return pd.DataFrame({"model": at["variant"].map(TABLE2_VARIANTS), "example": at["example"],
+                         "subset": at["category"], "correct": at["correct"].astype(int)})

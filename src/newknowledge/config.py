@@ -52,6 +52,7 @@ class PretrainConfig:
 
     pretrain_seed: int = 0  # corpus shuffling, initialisation and batch order
     statement_share: float = 0.7  # share of exposures written as statements (rest Q/A lines)
+    verify_share: float = 0.1  # extra verification line ("Check: ... Verdict: True/False") per exposure, for P(True)
     vocab_size: int = 2048  # byte-level BPE vocabulary
     d_model: int = 128
     n_layers: int = 4
@@ -76,7 +77,7 @@ class SlickConfig:
     top_k: int = 40  # sampling from the top-k tokens
     max_new_tokens: int = 16  # answers are cut at the end of the line
     estimator: str = "sampling"  # "sampling" (the paper's) or "exact" (see slick.py)
-    slick_batch: int = 64  # prompts per forward pass
+    slick_batch: int = 64  # prompts per forward pass; 0 = auto (free GPU memory; 64 on CPU)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class FinetuneConfig:
     """Fine-tuning (paper Sec. 4): zero-shot QA, loss on the answer only."""
 
     ft_format: str = "qa"  # prompt format, see finetune.FORMATS
+    alt_format: str = "unseen"  # chapter 4 also fits the linear model in this format ("" = skip)
     ft_lr: float = 3e-5  # constant learning rate (AdamW)
     ft_batch: int = 16
     ft_epochs: int = 40  # CONVERGENCE = the last epoch
@@ -91,7 +93,7 @@ class FinetuneConfig:
     pct_unknown: list = field(default_factory=lambda: [0, 25, 50, 75, 100])  # section-4 variants
     dataset_size: int = 0  # |D|; 0 = the paper's rule (sum of smallest categories)
     ft_eval: str = "teacher"  # "teacher" (one forward pass) or "generate"
-    ft_eval_batch: int = 128
+    ft_eval_batch: int = 128  # questions per evaluation pass; 0 = auto (free GPU memory; 128 on CPU)
     ft_threads: int = 1  # torch threads per run (runs go side by side)
     workers: int = 2  # runs executed in parallel
     lora_rank: int = 0  # 0 = full fine-tuning (the paper); >0 = LoRA via peft
@@ -190,6 +192,12 @@ def from_params(params: dict[str, Any]) -> Study:
 def _validate(s: Study) -> None:
     if s.slick.estimator not in ("sampling", "exact"):
         raise ConfigError(f"estimator must be 'sampling' or 'exact', got {s.slick.estimator!r}")
+    from .finetune import FORMATS
+
+    for name in ("ft_format", "alt_format"):
+        value = getattr(s.finetune, name)
+        if value not in FORMATS and not (name == "alt_format" and value == ""):
+            raise ConfigError(f"{name} must be one of {sorted(FORMATS)}, got {value!r}")
     if s.finetune.ft_eval not in ("teacher", "generate"):
         raise ConfigError(f"ft_eval must be 'teacher' or 'generate', got {s.finetune.ft_eval!r}")
     if not s.study.seeds:

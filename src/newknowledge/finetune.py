@@ -80,9 +80,14 @@ def correct_flags(model, tokenizer, questions: list[str], answers: list[str], cf
     By teacher forcing (default) or by generating (``ft_eval: generate``).
     """
     prompts = [_format(cfg.ft_format)[0].format(q=q) for q in questions]
+    batch = cfg.ft_eval_batch
+    if batch == 0:  # auto: from the free accelerator memory (128 on CPU)
+        # Characters bound the token count from above (a token holds at least one, BOS aside).
+        longest = max((len(p) + len(a) for p, a in zip(prompts, answers)), default=0) + 4
+        batch = lm.auto_batch_size(model, longest, default=128)
     if cfg.ft_eval == "teacher":
-        return lm.score(model, tokenizer, prompts, answers, batch_size=cfg.ft_eval_batch).greedy_correct
-    greedy, _ = lm.decode(model, tokenizer, prompts, batch_size=cfg.ft_eval_batch)
+        return lm.score(model, tokenizer, prompts, answers, batch_size=batch).greedy_correct
+    greedy, _ = lm.decode(model, tokenizer, prompts, batch_size=batch)
     return np.array([exact_match(g, a) for g, a in zip(greedy, answers)])
 
 
@@ -112,13 +117,20 @@ class RunSpec:
     seed: int
     cfg: FinetuneConfig
     device: str = "cpu"
+    dtype: str = "auto"  # bf16 on CUDA: with full fine-tuning prefer "float32" or LoRA (adapters stay fp32)
+
+
+# Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
+_NOT_IN_KEY = ("pct_unknown", "dataset_size", "alt_format", "workers", "ft_threads", "ft_eval_batch")
 
 
 def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame) -> Path:
+    """The run's folder, keyed by the hash of everything that determines its records."""
     data = pd.util.hash_pandas_object(train[["question", "answer"]]).sum().item()
     data_ev = pd.util.hash_pandas_object(evals[["question", "answer", "split"]]).sum().item()
+    cfg = {k: v for k, v in dataclasses.asdict(spec.cfg).items() if k not in _NOT_IN_KEY}
     key = {"stage": "finetune", "model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
-           "cfg": dataclasses.asdict(spec.cfg), "train": data, "evals": data_ev}
+           "cfg": cfg, "train": data, "evals": data_ev}
     return store.artifacts_root() / "finetune" / config_hash(key)
 
 
@@ -145,7 +157,7 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
                                             **dataclasses.asdict(cfg)})
     torch.set_num_threads(cfg.ft_threads)
     torch.manual_seed(spec.seed)
-    model, tokenizer = lm.load(spec.model_path, device=spec.device)
+    model, tokenizer = lm.load(spec.model_path, device=spec.device, dtype=spec.dtype)
     if cfg.lora_rank > 0:
         model = _with_lora(model, cfg)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.ft_lr,
@@ -155,7 +167,7 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
     start = done[-1] + 1 if done else 0
     if start > 0:  # resume from the last finished epoch
         state = torch.load(path / "checkpoint.pt", weights_only=True)
-        model.load_state_dict(state["model"])
+        _load_trainable(model, state["model"])
         opt.load_state_dict(state["opt"])
         start = state["epoch"] + 1
     else:
@@ -177,7 +189,7 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
             loss.backward()
             opt.step()
         records = _evaluate(model, tokenizer, train, evals, cfg, epoch, idk)
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, path / "checkpoint.tmp")
+        torch.save({"model": _trainable_state(model), "opt": opt.state_dict(), "epoch": epoch}, path / "checkpoint.tmp")
         os.replace(path / "checkpoint.tmp", path / "checkpoint.pt")
         tmp = path / f"epoch_{epoch:03d}.tmp"
         records.to_parquet(tmp)
@@ -188,14 +200,41 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
 
 
 def _with_lora(model, cfg: FinetuneConfig):
-    """Wrap the model with LoRA adapters (``peft``), for models too big to fine-tune fully."""
+    """Wrap the model with LoRA adapters (``peft``), for models too big to fine-tune fully.
+
+    Only the adapters are trainable: the base weights stay frozen (peft sets
+    ``requires_grad=False`` on them), so the optimizer and the checkpoint hold
+    the adapters only.  The adapters are initialised from torch's global RNG,
+    seeded by the run's seed, so a run is reproducible; LoRA dropout is 0, as
+    the models have none either and an epoch must be replayable on resume.
+    """
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
         raise ImportError("lora_rank > 0 needs peft: pip install 'newknowledge[lora]'") from None
     targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()] or None
-    return get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=targets,
-                                            task_type="CAUSAL_LM"))
+    try:
+        return get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=targets,
+                                                lora_dropout=0.0, task_type="CAUSAL_LM"))
+    except ValueError as err:  # peft knows no default targets for this architecture, or a name matched nothing
+        raise ValueError(f"LoRA could not wrap {type(model).__name__}: {err}; set lora_targets to its attention "
+                         "projections, e.g. 'q_proj,v_proj' (Llama, Mistral, Qwen) or 'c_attn' (GPT-2)") from None
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    """The parameters the optimizer updates, by name: all of them, or only LoRA's adapters.
+
+    A checkpoint of a LoRA run then holds megabytes, not the frozen base model.
+    """
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(model, state: dict[str, torch.Tensor]) -> None:
+    """Restore :func:`_trainable_state`; every trainable parameter must be in it."""
+    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+    lost = sorted({n for n, p in model.named_parameters() if p.requires_grad} - set(state))
+    if unexpected or lost:
+        raise RuntimeError(f"checkpoint does not match the model: missing {lost[:5]}, unexpected {unexpected[:5]}")
 
 
 def _worker(args) -> str:

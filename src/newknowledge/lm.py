@@ -18,12 +18,14 @@ at the end of the line also with tokenizers that merge newlines into other token
 
 from __future__ import annotations
 
-import functools
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from . import prefill
 
 
 class ModelError(RuntimeError):
@@ -38,8 +40,49 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        # bf16 where the GPU has it (Ampere and later), else fp16 (V100, T4).
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def auto_batch_size(model, seq_len: int, default: int) -> int:
+    """Rows per forward pass that fit in the free accelerator memory (a batch parameter of 0).
+
+    A deliberately simple, conservative estimate: a row of ``seq_len`` tokens
+    holds its key/value cache for every layer plus one layer's transient
+    activations, and up to 16 positions of float32 logits (three copies:
+    logits, tempered, log-softmax).  Half of the free memory is budgeted, the
+    rest is headroom for the allocator and for what the estimate misses.
+
+    Args:
+        model: a loaded causal LM (a ``peft`` wrapper too).
+        seq_len: the longest sequence a row will hold (prompt + answer tokens).
+        default: returned on CPU, where memory is rarely the limit and speed
+            does not grow with the batch.
+
+    Returns:
+        A batch size in [1, 1024] on CUDA; ``default`` elsewhere.
+    """
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return default
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+
+    def get(*names, fallback=None):
+        return next((getattr(cfg, n) for n in names if getattr(cfg, n, None)), fallback)
+
+    hidden = get("hidden_size", "n_embd", "d_model")
+    layers = get("num_hidden_layers", "n_layer", "num_layers")
+    heads = get("num_attention_heads", "n_head")
+    kv_dim = get("num_key_value_heads", fallback=heads) * get("head_dim", fallback=hidden // heads)
+    inter = get("intermediate_size", "n_inner", fallback=4 * hidden)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    elem = next(model.parameters()).element_size()
+    per_row = seq_len * (2 * layers * kv_dim + 4 * hidden + 2 * inter) * elem + 16 * vocab * 4 * 3
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(1024, 0.5 * free // per_row)))
 
 
 def load(path: str, device: str = "auto", dtype: str = "auto"):
@@ -54,55 +97,134 @@ def load(path: str, device: str = "auto", dtype: str = "auto"):
     """
     dev = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:  # many LMs ship without one; we pad by hand anyway
-        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is None:
+        # Many LMs (Llama, Mistral, ...) ship without a pad token.  We pad by hand
+        # and mask every pad position, so any existing id will do: EOS, else UNK,
+        # else id 0.  Adding a new token would change the vocabulary.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, dev)).to(dev)
     model.eval()
     return model, tokenizer
 
 
-@functools.lru_cache(maxsize=8)
-def _stop_mask_cached(tokenizer_id: int, vocab: int, texts: tuple, eos: int | None) -> torch.Tensor:
-    mask = torch.tensor(["\n" in t for t in texts], dtype=torch.bool)
-    mask = torch.cat([mask, torch.zeros(max(0, vocab - len(mask)), dtype=torch.bool)])[:vocab]
-    if eos is not None:
-        mask[eos] = True
-    return mask
+# Per-tokenizer caches (a tokenizer is fixed once loaded; the vocabulary size is
+# part of the key in case tokens are added).
+_TEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LEAD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def token_texts(tokenizer) -> list[str]:
+    """The text of every token id as it reads *inside* a sequence.
+
+    ``convert_tokens_to_string([t])`` alone drops a SentencePiece token's leading
+    space ("▁Paris" -> "Paris"), so each token is decoded after an anchor token
+    and the anchor's text is cut off.  Computed once per tokenizer (128k ids take
+    about a second).
+    """
+    n = len(tokenizer)
+    hit = _TEXTS.get(tokenizer)
+    if hit is not None and len(hit) == n:
+        return hit
+    anchor = (tokenizer("a", add_special_tokens=False)["input_ids"] or [0])[-1]
+    lead = tokenizer.decode([anchor], clean_up_tokenization_spaces=False)
+    pairs = tokenizer.batch_decode([[anchor, i] for i in range(n)], clean_up_tokenization_spaces=False)
+    texts = [t[len(lead):] if t.startswith(lead) else t for t in pairs]
+    _TEXTS[tokenizer] = texts
+    return texts
+
+
+def _pad_mask(mask: torch.Tensor, vocab: int) -> torch.Tensor:
+    # The output layer can be wider (padded) or narrower than the tokenizer.
+    return torch.cat([mask, torch.zeros(max(0, vocab - len(mask)), dtype=torch.bool)])[:vocab]
 
 
 def stop_mask(tokenizer, vocab_size: int) -> torch.Tensor:
-    """Boolean tensor of shape (vocab,): True for EOS and every token containing a newline."""
-    texts = tuple(tokenizer.convert_tokens_to_string([t]) for t in tokenizer.convert_ids_to_tokens(range(len(tokenizer))))
-    return _stop_mask_cached(id(tokenizer), vocab_size, texts, tokenizer.eos_token_id)
+    """Boolean tensor of shape (vocab,): True for EOS and every token whose text contains a newline.
+
+    With tokenizers that merge the newline into other tokens ("s\n", ".\n",
+    "\nQ:") these all end the answer line; the text before the newline still
+    belongs to the answer (see :func:`line_end_mask`).
+    """
+    mask = _pad_mask(torch.tensor(["\n" in t for t in token_texts(tokenizer)], dtype=torch.bool), vocab_size)
+    if tokenizer.eos_token_id is not None:
+        mask[tokenizer.eos_token_id] = True
+    return mask
+
+
+def line_end_mask(tokenizer, vocab_size: int, rest: str) -> torch.Tensor:
+    """Stop tokens that end a line whose last text is ``rest``: shape (vocab,), bool.
+
+    ``rest`` is the part of the answer carried by the gold's line-end token
+    ("s" when " Paris\n" is tokenized " Pari" + "s\n"; "" when the newline is
+    a token of its own).  A stop token ends the gold answer exactly when its
+    text before the newline is ``rest`` (EOS counts as text "").
+    """
+    texts = token_texts(tokenizer)
+    mask = _pad_mask(torch.tensor(["\n" in t and t.split("\n", 1)[0] == rest for t in texts], dtype=torch.bool),
+                     vocab_size)
+    if rest == "" and tokenizer.eos_token_id is not None:
+        mask[tokenizer.eos_token_id] = True
+    return mask
+
+
+def _leading_ids(tokenizer) -> list[int]:
+    """The special ids the tokenizer puts before the text (BOS), without any it appends (EOS)."""
+    hit = _LEAD.get(tokenizer)
+    if hit is None:
+        probe = "Q: x A:"
+        plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+        full = tokenizer(probe)["input_ids"]
+        starts = [k for k in range(len(full) - len(plain) + 1) if full[k:k + len(plain)] == plain]
+        hit = _LEAD[tokenizer] = full[: starts[0]] if starts else []
+    return hit
 
 
 def encode(tokenizer, prompts: list[str], continuations: list[str] | None = None):
     """Token ids of prompts (with the tokenizer's BOS, if any) and of continuations.
 
+    Only the *leading* special tokens are added (Llama's BOS): a tokenizer whose
+    post-processor also appends EOS would otherwise end every prompt with it.
     A continuation's ids are taken from the tokenization of prompt + continuation,
     so they match what the model would see when it generates them; when the joint
     tokenization does not start with the prompt's ids (a merge across the
     boundary), the continuation is tokenized on its own.
     """
-    p_ids = tokenizer(prompts)["input_ids"]
+    lead = _leading_ids(tokenizer)
+    p_ids = [lead + ids for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     if continuations is None:
         return p_ids, None
-    joint = tokenizer([p + c for p, c in zip(prompts, continuations)])["input_ids"]
+    joint = tokenizer([p + c for p, c in zip(prompts, continuations)], add_special_tokens=False)["input_ids"]
     alone = tokenizer(continuations, add_special_tokens=False)["input_ids"]
-    c_ids = [j[len(p):] if j[: len(p)] == p else a for p, j, a in zip(p_ids, joint, alone)]
+    n = len(lead)
+    c_ids = [j[len(p) - n:] if j[: len(p) - n] == p[n:] else a for p, j, a in zip(p_ids, joint, alone)]
     return p_ids, c_ids
 
 
-def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-pad to shape (batch, max_len); returns ids, attention mask and position ids."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s)
-        mask[i, width - len(s):] = 1
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), pos.to(device)
+def answer_ids(tokenizer, prompts: list[str], golds: list[str]):
+    """Teacher-forcing targets of gold answers: the tokens of ``" " + gold + "\n"`` up to the line end.
+
+    The gold is tokenized *with* its closing newline, as the model meets it in
+    few-shot exemplars and fine-tuning targets, because tokenizers that merge
+    the newline into other tokens ("Paris\n" -> "Pari" + "s\n") tokenize the
+    answer differently without it.
+
+    Returns:
+        ``(p_ids, c_ids, rests)``: prompt ids, the gold tokens before the first
+        token containing the newline, and that token's text before the newline
+        (for :func:`line_end_mask`; "" when the newline is a token of its own).
+    """
+    p_ids, full = encode(tokenizer, prompts, [f" {g}\n" for g in golds])
+    texts = token_texts(tokenizer)
+    c_ids, rests = [], []
+    for ids in full:
+        end = next((k for k, i in enumerate(ids) if i < len(texts) and "\n" in texts[i]), None)
+        if end is None:  # a tokenizer that cannot write "\n": only EOS can end the answer
+            c_ids.append(ids)
+            rests.append("")
+        else:
+            c_ids.append(ids[:end])
+            rests.append(texts[ids[end]].split("\n", 1)[0])
+    return p_ids, c_ids, rests
 
 
 def _top_k_logprobs(logits: torch.Tensor, temperature: float, top_k: int) -> torch.Tensor:
@@ -112,6 +234,27 @@ def _top_k_logprobs(logits: torch.Tensor, temperature: float, top_k: int) -> tor
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     return torch.log_softmax(logits, dim=-1)
+
+
+def _plan(model, tokenizer, p_ids: list[list[int]], prompts: list[str], prefixes: list[str] | None,
+          batch_size: int) -> tuple[prefill.Prefixes | None, np.ndarray, np.ndarray]:
+    """Cached prefixes and, per prompt, the index of its prefix and how many prefix tokens it reuses."""
+    n = len(p_ids)
+    none = (None, np.zeros(n, dtype=int), np.zeros(n, dtype=int))
+    if prefixes is None:
+        return none
+    if len(prefixes) != n or any(not p.startswith(q) for p, q in zip(prompts, prefixes)):
+        raise ValueError("prefixes[i] must be a prefix (str.startswith) of prompts[i], one per prompt")
+    distinct = list(dict.fromkeys(prefixes))
+    pre_ids, _ = encode(tokenizer, distinct)
+    if max(len(x) for x in pre_ids) == 0:
+        return none
+    index = {q: j for j, q in enumerate(distinct)}
+    which = np.array([index[q] for q in prefixes])
+    # Reuse the tokens a prompt shares with its prefix (all of them unless a token merges across the
+    # boundary), but always run the prompt's last token: its logits predict the answer.
+    used = np.array([min(prefill.shared_length(pre_ids[w], ids), len(ids) - 1) for w, ids in zip(which, p_ids)])
+    return prefill.Prefixes(model, pre_ids, tokenizer.pad_token_id, batch_size), which, used
 
 
 @dataclass
@@ -125,37 +268,54 @@ class Scores:
 
 @torch.no_grad()
 def score(model, tokenizer, prompts: list[str], golds: list[str], *, temperature: float = 0.5,
-          top_k: int = 40, batch_size: int = 64) -> Scores:
-    """Teacher forcing: one forward pass per (prompt, " " + gold) pair.
+          top_k: int = 40, batch_size: int = 64, prefixes: list[str] | None = None) -> Scores:
+    """Teacher forcing: one forward pass per (prompt, " " + gold + newline) pair.
 
     Greedy correctness: every gold token is the argmax and then the argmax is
-    a stop token.  The exact sampling probability is the product over gold
-    tokens of the tempered top-k probabilities, times the tempered top-k mass
-    of the stop tokens at the next position.
+    a stop token that ends the line right after the gold (see :func:`answer_ids`).
+    The exact sampling probability is the product over gold tokens of the
+    tempered top-k probabilities, times the tempered top-k mass of the stop
+    tokens at the next position.
+
+    Args:
+        prefixes: optional, ``prefixes[i]`` a leading part of ``prompts[i]`` shared
+            with other prompts (SliCK's exemplar lines); the keys and values of
+            each distinct prefix are computed once (see :mod:`newknowledge.prefill`).
+            Same results as without, up to float rounding.
     """
     device = next(model.parameters()).device
-    p_ids, c_ids = encode(tokenizer, prompts, [" " + g for g in golds])
-    stops = stop_mask(tokenizer, model.get_output_embeddings().weight.shape[0]).to(device)
+    # Gold tokens up to the line end; the line-end token may carry the gold's
+    # last characters ("s\n"), so each gold has its own set of accepted stops.
+    p_ids, c_ids, rests = answer_ids(tokenizer, prompts, golds)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    ends = {r: line_end_mask(tokenizer, vocab, r).to(device) for r in set(rests)}
+    pre, which, used = _plan(model, tokenizer, p_ids, prompts, prefixes, batch_size)
     n = len(prompts)
     greedy, p_samp, logp = np.zeros(n, bool), np.zeros(n), np.zeros(n)
-    order = np.argsort([len(p) + len(c) for p, c in zip(p_ids, c_ids)])  # less padding
+    order = np.argsort([len(p) + len(c) for p, c in zip(p_ids, c_ids)], kind="stable")  # less padding
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
-        seqs = [p_ids[i] + c_ids[i] for i in idx]
-        ids, mask, pos = _left_pad(seqs, tokenizer.pad_token_id, device)
         keep = max(len(c_ids[i]) for i in idx) + 1  # positions predicting gold tokens and the stop
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep).logits
-        logits = logits[:, -keep:].float()  # (batch, keep, vocab)
-        for row, i in enumerate(idx):
-            c = torch.tensor(c_ids[i], device=device)
-            steps = logits[row, keep - len(c) - 1:]  # (len(c) + 1, vocab): last one predicts the stop
-            arg = steps.argmax(-1)
-            greedy[i] = bool((arg[:-1] == c).all()) and bool(stops[arg[-1]])
-            lp = _top_k_logprobs(steps, temperature, top_k)
-            p_gold = lp[:-1].gather(1, c[:, None]).sum()
-            p_stop = torch.logsumexp(lp[-1][stops], 0)
-            p_samp[i] = float(torch.exp(p_gold + p_stop))
-            logp[i] = float(torch.log_softmax(steps[:-1], -1).gather(1, c[:, None]).sum())
+        logits, *_ = prefill.prefill(model, [p_ids[i][used[i]:] + c_ids[i] for i in idx], tokenizer.pad_token_id,
+                                     prefixes=pre, which=which[idx], used=used[idx], keep=keep)
+        logits = logits.float()  # (batch, keep, vocab): position j predicts the token after it
+        # Gold tokens right-aligned under the positions that predict them: (batch, keep - 1).
+        gold = torch.zeros((len(idx), keep - 1), dtype=torch.long)
+        for r, i in enumerate(idx):
+            if c_ids[i]:  # may be empty: "Paris\n" is one token
+                gold[r, keep - 1 - len(c_ids[i]):] = torch.tensor(c_ids[i])
+        has = (torch.arange(keep - 1) >= keep - 1 - torch.tensor([len(c_ids[i]) for i in idx])[:, None]).to(device)
+        gold = gold.to(device)
+        stops = torch.stack([ends[rests[i]] for i in idx])  # (batch, vocab)
+        arg = logits.argmax(-1)  # (batch, keep)
+        ok = ((arg[:, :-1] == gold) | ~has).all(1) & stops.gather(1, arg[:, -1:]).squeeze(1)
+        lp = _top_k_logprobs(logits, temperature, top_k)
+        p_gold = torch.where(has, lp[:, :-1].gather(2, gold[..., None]).squeeze(-1), 0.0).sum(1)
+        p_stop = torch.logsumexp(lp[:, -1].masked_fill(~stops, float("-inf")), -1)
+        full = torch.log_softmax(logits[:, :-1], -1).gather(2, gold[..., None]).squeeze(-1)
+        greedy[idx] = ok.cpu().numpy()
+        p_samp[idx] = torch.exp(p_gold + p_stop).cpu().numpy()
+        logp[idx] = torch.where(has, full, 0.0).sum(1).cpu().numpy()
     return Scores(greedy, p_samp, logp)
 
 
@@ -164,16 +324,59 @@ def _cut(text: str) -> str:
     return text.split("\n", 1)[0].strip()
 
 
+def _branch(logits: torch.Tensor, count: torch.Tensor, greedy: torch.Tensor, temperature: float, top_k: int,
+            generator: torch.Generator | None):
+    """One step of the answer tree: split each row's samples among the tokens they draw.
+
+    Args:
+        logits: (rows, vocab) next-token logits of each distinct partial answer.
+        count: (rows,) samples that follow each row; greedy: (rows,) bool, the
+            greedy answer follows the row.
+
+    Returns:
+        ``(parent, token, count, greedy)`` of the children, each of shape
+        (children,): one child per distinct token drawn, plus the argmax token
+        for the greedy row.
+    """
+    best = logits.argmax(-1)  # the greedy choice, as in ``generate``
+    rows = torch.arange(len(best), device=best.device)
+    if int(count.max()) == 0:  # greedy rows only
+        return rows, best, count, greedy
+    k = top_k if 0 < top_k < logits.shape[-1] else logits.shape[-1]
+    vals, tok = torch.topk(logits.float() / temperature, k)  # (rows, k), best first
+    tok[:, 0] = best  # the same logit; keeps argmax's choice among ties
+    cdf = torch.softmax(vals, -1).cumsum(-1)
+    u = torch.rand((len(best), int(count.max())), generator=generator, device=best.device) * cdf[:, -1:]
+    slot = torch.searchsorted(cdf, u).clamp_(max=k - 1)  # (rows, max count): one draw per sample
+    drawn = torch.arange(u.shape[1], device=best.device) < count[:, None]
+    n = torch.zeros_like(tok).scatter_add_(1, slot, drawn.long())  # (rows, k): samples per token
+    is_greedy = torch.zeros_like(n, dtype=torch.bool)
+    is_greedy[:, 0] = greedy
+    parent, s = ((n > 0) | is_greedy).nonzero(as_tuple=True)
+    return parent, tok[parent, s], n[parent, s], is_greedy[parent, s]
+
+
 @torch.no_grad()
 def decode(model, tokenizer, prompts: list[str], *, n_samples: int = 0, temperature: float = 0.5,
            top_k: int = 40, max_new_tokens: int = 16, batch_size: int = 64,
-           generator: torch.Generator | None = None) -> tuple[list[str], list[list[str]]]:
-    """Greedy answer and ``n_samples`` sampled answers per prompt, from one prefill.
+           generator: torch.Generator | None = None,
+           prefixes: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Greedy answer and ``n_samples`` sampled answers per prompt, decoded as a tree.
 
-    Each prompt is prefilled once; its key/value cache is then repeated
-    ``1 + n_samples`` times (row 0 greedy, the others sampled at
-    ``temperature`` from the ``top_k`` tokens) and decoding stops each row at
-    its first stop token.
+    Each prompt is prefilled once (on top of its cached prefix, if given; see
+    :func:`score`).  The greedy answer and the samples are then decoded as a
+    tree of distinct partial answers: a batch row is one partial answer with the
+    number of samples that follow it and whether the greedy answer does.  At
+    each step a row's samples each draw a token at ``temperature`` from the
+    ``top_k`` tokens, and the row becomes one row per distinct token drawn
+    (plus the argmax, for the greedy row).  The answers have exactly the
+    distribution of independent samples, but at T = 0.5 most samples agree, so
+    a prompt needs about 3 rows instead of ``1 + n_samples``.  A row stops at
+    its first stop token (or after ``max_new_tokens``).
+
+    Args:
+        batch_size: rows per forward pass at most; prompts per batch are
+            ``batch_size // (1 + n_samples)``.
 
     Returns:
         ``(greedy, samples)``: a list of strings and a list of lists of strings.
@@ -181,52 +384,41 @@ def decode(model, tokenizer, prompts: list[str], *, n_samples: int = 0, temperat
     device = next(model.parameters()).device
     p_ids, _ = encode(tokenizer, prompts)
     stops = stop_mask(tokenizer, model.get_output_embeddings().weight.shape[0]).to(device)
-    rows = 1 + n_samples
+    pre, which, used = _plan(model, tokenizer, p_ids, prompts, prefixes, batch_size)
     greedy: list[str] = [""] * len(prompts)
     samples: list[list[str]] = [[] for _ in prompts]
-    order = np.argsort([len(p) for p in p_ids])
-    per_batch = max(1, batch_size // rows) if n_samples else batch_size
+    order = np.argsort([len(p) for p in p_ids], kind="stable")
+    per_batch = max(1, batch_size // (1 + n_samples))
     for start in range(0, len(prompts), per_batch):
         idx = order[start:start + per_batch]
-        ids, mask, pos = _left_pad([p_ids[i] for i in idx], tokenizer.pad_token_id, device)
-        cache = DynamicCache()
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, logits_to_keep=1)
-        cache = out.past_key_values
-        if rows > 1:  # one prefill serves the greedy row and every sample
-            cache.batch_repeat_interleave(rows)
-            mask = mask.repeat_interleave(rows, 0)
-            pos = pos.repeat_interleave(rows, 0)
-        logits = out.logits[:, -1].repeat_interleave(rows, 0)  # (batch * rows, vocab)
-        n_rows = len(logits)
-        alive = torch.arange(n_rows, device=device)  # original row of each row still in the batch
-        is_greedy = (alive % rows) == 0
-        finished = torch.zeros(n_rows, dtype=torch.bool, device=device)
-        gen = torch.full((n_rows, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
-        next_pos = pos[:, -1:] + 1
+        logits, cache, mask, pos = prefill.prefill(
+            model, [p_ids[i][used[i]:] for i in idx], tokenizer.pad_token_id, prefixes=pre, which=which[idx],
+            used=used[idx], reserve=max_new_tokens)
+        logits = logits[:, -1]  # (rows, vocab); one row per prompt to start with
+        prompt = torch.arange(len(idx), device=device)  # each row's prompt (position in idx)
+        count = torch.full((len(idx),), n_samples, device=device)
+        follows = torch.ones(len(idx), dtype=torch.bool, device=device)  # the greedy answer follows the row
+        answer = torch.zeros((len(idx), 0), dtype=torch.long, device=device)  # (rows, step) tokens so far
+        done = []
         for step in range(max_new_tokens):
-            choice = logits.argmax(-1)
-            if n_samples:
-                probs = torch.exp(_top_k_logprobs(logits, temperature, top_k))
-                drawn = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-                choice = torch.where(is_greedy, choice, drawn)
-            choice = choice.masked_fill(finished, tokenizer.pad_token_id)
-            gen[alive, step] = choice
-            finished = finished | stops[choice]
-            if step == max_new_tokens - 1 or bool(finished.all()):
+            parent, tok, count, follows = _branch(logits, count, follows, temperature, top_k, generator)
+            prompt, answer = prompt[parent], torch.cat([answer[parent], tok[:, None]], 1)
+            end = stops[tok] | (step == max_new_tokens - 1)
+            done.append((prompt[end], answer[end], count[end], follows[end]))
+            live = ~end
+            if not bool(live.any()):
                 break
-            if finished.float().mean() > 0.25:  # drop finished rows from the batch and the cache
-                keep = (~finished).nonzero().squeeze(1)
-                cache.batch_select_indices(keep)
-                alive, is_greedy, choice, finished = alive[keep], is_greedy[keep], choice[keep], finished[keep]
-                mask, next_pos = mask[keep], next_pos[keep]
+            parent, prompt, answer, tok, count, follows = (t[live] for t in (parent, prompt, answer, tok, count, follows))
+            if len(parent) != len(mask) or not torch.equal(parent, torch.arange(len(parent), device=device)):
+                cache.batch_select_indices(parent)  # rows split or finished: copy the surviving rows' cache
+                mask, pos = mask[parent], pos[parent]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            out = model(input_ids=choice[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache)
-            cache, logits, next_pos = out.past_key_values, out.logits[:, -1], next_pos + 1
-        texts = tokenizer.batch_decode(gen.tolist(), skip_special_tokens=True)
-        for r, text in enumerate(texts):
-            i = idx[r // rows]
-            if r % rows == 0:
-                greedy[i] = _cut(text)
-            else:
-                samples[i].append(_cut(text))
+            out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], past_key_values=cache)
+            logits, pos = out.logits[:, -1], pos + 1
+        for rows, toks, counts, greedy_flags in done:
+            texts = tokenizer.batch_decode(toks.tolist(), skip_special_tokens=True)
+            for r, text, c, g in zip(rows.tolist(), texts, counts.tolist(), greedy_flags.tolist()):
+                if g:
+                    greedy[idx[r]] = _cut(text)
+                samples[idx[r]] += [_cut(text)] * c
     return greedy, samples

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import entityquestions as eq
-from . import finetune, pretrain, slick, variants, world
-from .config import Study
+from . import finetune, lm, pretrain, slick, variants, world
+from .config import ConfigError, Study
 
 
 @dataclass
@@ -51,10 +51,21 @@ def exemplar_pool(raw: pd.DataFrame) -> pd.DataFrame:
 def prepare(study: Study) -> Prepared:
     """Build (or load from the cache) the data, the model and the SliCK table."""
     s, seconds = study.study, {}
+    if s.profile == "paper" and not (s.model and s.eq_dir):
+        raise ConfigError(
+            "profile 'paper' runs a real model on the real data, so both must be given: "
+            "make book PROFILE=paper MODEL=<hf-id-or-folder> EQ_DIR=<entityquestions folder>, or with "
+            "papermill -p model <hf-id-or-folder> -p eq_dir <folder> (got model="
+            f"{s.model!r}, eq_dir={s.eq_dir!r}; download the data with "
+            "newknowledge.entityquestions.download('data/entityquestions'))"
+        )
     t = time.time()
     if s.eq_dir:
+        # The real data: the same loader and the paper's preprocessing.  It has no
+        # exposures column (nobody knows how often a real model saw a fact) and no
+        # world folder; describe() and provenance() handle both.
         raw = eq.load(s.eq_dir)
-        facts = eq.preprocess(raw)
+        facts = eq.preprocess(raw, verbose=False)
         world_dir = None
     else:
         world_dir = world.build(study.world)
@@ -92,10 +103,17 @@ def run_variants(prep: Prepared, names: list[str], seeds: list[int] | None = Non
     for seed in seeds if seeds is not None else prep.study.study.seeds:
         for name in names:
             data = variants.build(prep.train, name, size=size, seed=seed)
-            device = "cpu" if prep.study.study.device == "auto" else prep.study.study.device
-            jobs.append((finetune.RunSpec(prep.model_path, name, seed, cfg, device=device), data))
+            # "auto" keeps the controlled world's small model on CPU (runs go side by
+            # side, one thread each); a real model goes to the GPU when there is one.
+            device = prep.study.study.device
+            if device == "auto":
+                device = str(lm.resolve_device("auto")) if prep.study.study.model else "cpu"
+            jobs.append((finetune.RunSpec(prep.model_path, name, seed, cfg, device=device,
+                                          dtype=prep.study.study.dtype), data))
     paths = finetune.run_all(jobs, prep.evals, workers=cfg.workers)
-    return finetune.load_records(paths)
+    records = finetune.load_records(paths)
+    records.attrs["runs"] = [str(p) for p in paths]  # for the provenance cell
+    return records
 
 
 def describe(prep: Prepared) -> pd.DataFrame:
@@ -152,3 +170,14 @@ def provenance(prep: Prepared, started: float, runs: list[Path] | None = None) -
         rows.append(("fine-tuning runs used", ", ".join(sorted({rel(p) for p in runs}))))
     rows.append(("all parameters", ", ".join(f"{k}={v}" for k, v in prep.study.params().items())))
     return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
+
+
+def section4_variants(study: Study) -> list[str]:
+    """D with X% Unknown for each X of ``pct_unknown``, and D_Known for 0 < X < 100 (Sec. 4)."""
+    xs = [int(x) if float(x).is_integer() else x for x in study.finetune.pct_unknown]
+    return [f"unknown_{x}" for x in xs] + [f"known_{x}" for x in xs if 0 < x < 100]
+
+
+def section4(prep: Prepared, **overrides) -> pd.DataFrame:
+    """Records of every section-4 run (all seeds), fine-tuned with the study's config and ``overrides``."""
+    return run_variants(prep, section4_variants(prep.study), **overrides)

@@ -45,6 +45,12 @@ def style():
         yield
 
 
+def use() -> None:
+    """Apply :func:`style` globally (notebooks: figures drawn inline get the same look)."""
+    plt.style.use(["science", "no-latex"])
+    mpl.rcParams.update(_RC)
+
+
 def save(fig, path) -> Path:
     """Write ``fig`` as PNG at dpi 150 with a tight bounding box, creating parent folders; returns the path."""
     (path := Path(path)).parent.mkdir(parents=True, exist_ok=True)

@@ -45,23 +45,38 @@ def qa_line(question: str, answer: str) -> str:
     return f"Q: {question} A: {answer}\n"
 
 
+def check_prompt(question: str, answer: str) -> str:
+    """A verification line without its verdict: the model's P(True) is read after it."""
+    return f"Check: {question} {answer}. Verdict:"
+
+
 def documents(facts: pd.DataFrame, cfg: PretrainConfig, rng: np.random.Generator) -> list[str]:
     """The pretraining corpus as a list of documents.
 
     Each exposure of a fact becomes a statement (probability
     ``statement_share``; statement documents hold 3-8 lines with filler) or a
-    Q/A line (same-relation documents of 2-6 lines).  Every line ends with
-    ``\\n``.
+    Q/A line (same-relation documents of 2-6 lines).  In addition, with
+    probability ``verify_share`` an exposure yields a verification line, true
+    (the gold answer) or false (another answer of the relation) with equal odds,
+    so the model can judge a proposed answer, which P(True) (Kadavath et al.,
+    2022; paper Sec. 6) needs.  Every line ends with ``\n``.
     """
     statements: list[str] = []
     qa: dict[str, list[str]] = {}
+    verify: dict[str, list[str]] = {}
+    pools = {rel: sorted(g.unique()) for rel, g in facts.groupby("relation")["answer"]}
     for rel, subj, ans, q, n in facts[["relation", "subject", "answer", "question", "exposures"]].itertuples(index=False):
         forms = RELATIONS[rel][2]
-        for is_statement in rng.random(int(n)) < cfg.statement_share:
+        for is_statement, verifies, true in zip(rng.random(int(n)) < cfg.statement_share,
+                                                rng.random(int(n)) < cfg.verify_share, rng.random(int(n)) < 0.5):
             if is_statement:
                 statements.append(forms[rng.integers(len(forms))].format(X=subj, Y=ans) + "\n")
             else:
                 qa.setdefault(rel, []).append(qa_line(q, ans))
+            if verifies:
+                other = [a for a in pools[rel] if a != ans]
+                shown = ans if true or not other else other[rng.integers(len(other))]
+                verify.setdefault(rel, []).append(f"{check_prompt(q, shown)} {'True' if shown == ans else 'False'}\n")
     docs: list[str] = []
     rng.shuffle(statements)
     i = 0
@@ -72,8 +87,7 @@ def documents(facts: pd.DataFrame, cfg: PretrainConfig, rng: np.random.Generator
         if rng.random() < 0.5:  # filler keeps statements from always being adjacent
             lines.insert(int(rng.integers(len(lines) + 1)), _FILLER[rng.integers(len(_FILLER))] + "\n")
         docs.append("".join(lines))
-    for rel in sorted(qa):
-        lines = qa[rel]
+    for rel, lines in [(r, qa[r]) for r in sorted(qa)] + [(r, verify[r]) for r in sorted(verify)]:
         rng.shuffle(lines)
         i = 0
         while i < len(lines):

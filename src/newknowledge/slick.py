@@ -85,7 +85,10 @@ def prompts(table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig) -> p
         exemplars: dev rows (``relation``, ``question``, ``answer``).
 
     Returns:
-        Columns ``example`` (row position in ``table``), ``ex_set``, ``prompt``.
+        Columns ``example`` (row position in ``table``), ``ex_set``, ``prompt``
+        and ``prefix`` (the prompt's exemplar lines, shared by the relation's
+        other questions: the engine computes them once, see
+        :mod:`newknowledge.prefill`).
     """
     sets = exemplar_sets(exemplars, table["relation"], cfg)
     ex_q, ex_a = exemplars["question"].tolist(), exemplars["answer"].tolist()
@@ -94,8 +97,9 @@ def prompts(table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig) -> p
         for j, chosen in enumerate(sets[rel]):
             # k_shot + 1 were drawn: drop the question itself if present, else the spare.
             use = [e for e in chosen if ex_q[e] != q][: cfg.k_shot]
-            rows.append((i, j, "".join(qa_line(ex_q[e], ex_a[e]) for e in use) + f"Q: {q} A:"))
-    return pd.DataFrame(rows, columns=["example", "ex_set", "prompt"])
+            prefix = "".join(qa_line(ex_q[e], ex_a[e]) for e in use)
+            rows.append((i, j, prefix + f"Q: {q} A:", prefix))
+    return pd.DataFrame(rows, columns=["example", "ex_set", "prompt", "prefix"])
 
 
 def _p_any(p: np.ndarray, n_samples: int) -> float:
@@ -120,24 +124,33 @@ def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, c
     """
     table = table.reset_index(drop=True)
     pr = prompts(table, exemplars, cfg)
+    # Prompts that share a prefix (relation, exemplar set) side by side, so each chunk has one or two.
+    rel = table["relation"].to_numpy()[pr["example"].to_numpy()]
+    pr = pr.iloc[np.lexsort((pr["example"], pr["ex_set"], rel))].reset_index(drop=True)
     golds = table["answer"].to_numpy()[pr["example"].to_numpy()].tolist()
+    batch = cfg.slick_batch
     if backend is lm:
-        _check_length(model, tokenizer, pr["prompt"].tolist())
-    chunk = max(cfg.slick_batch * 4, 256)  # progress granularity
+        longest = _check_length(model, tokenizer, pr["prompt"].tolist(), cfg.max_new_tokens)
+        if batch == 0:  # auto: prompts per pass from the free accelerator memory (64 on CPU)
+            rows = 1 if cfg.estimator == "exact" else 1 + cfg.n_samples  # decode keeps a cache per row
+            batch = max(1, lm.auto_batch_size(model, longest + cfg.max_new_tokens, default=64 * rows) // rows)
+    batch = batch or 64  # a scripted backend with slick_batch 0
+    chunk = max(batch * 4, 256)  # progress granularity
     greedy_ok = np.zeros(len(pr))
     p_samp = np.zeros(len(pr))
     greedy_ans: list[str] = []
     gen = torch.Generator(device=_device(model)).manual_seed(cfg.slick_seed)
     for s in tqdm(range(0, len(pr), chunk), desc=desc, unit="chunk"):
         ps, gs = pr["prompt"].iloc[s:s + chunk].tolist(), golds[s:s + chunk]
+        pre = pr["prefix"].iloc[s:s + chunk].tolist()
         if cfg.estimator == "exact":
             sc = backend.score(model, tokenizer, ps, gs, temperature=cfg.temperature, top_k=cfg.top_k,
-                          batch_size=cfg.slick_batch)
+                               batch_size=batch, prefixes=pre)
             greedy_ok[s:s + chunk], p_samp[s:s + chunk] = sc.greedy_correct, sc.p_sample
         else:
             g, samples = backend.decode(model, tokenizer, ps, n_samples=cfg.n_samples, temperature=cfg.temperature,
                                    top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
-                                   batch_size=cfg.slick_batch * (1 + cfg.n_samples), generator=gen)
+                                   batch_size=batch * (1 + cfg.n_samples), generator=gen, prefixes=pre)
             greedy_ok[s:s + chunk] = [exact_match(a, b) for a, b in zip(g, gs)]
             p_samp[s:s + chunk] = [np.mean([exact_match(x, b) for x in xs]) for xs, b in zip(samples, gs)]
             greedy_ans += g
@@ -148,6 +161,9 @@ def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, c
     by = pr.groupby("example")
     out["p_greedy"] = by["greedy_ok"].mean().to_numpy()
     out["p_sample"] = by["p_samp"].mean().to_numpy()
+    # Per-prompt outcomes, in exemplar-set order: categories for fewer sets (N_ex ablation) need no model.
+    out["prompt_greedy"] = by["greedy_ok"].apply(list).to_numpy()
+    out["prompt_sample"] = by["p_samp"].apply(list).to_numpy()
     if cfg.estimator == "exact":
         out["p_any"] = by["p_samp"].apply(lambda p: _p_any(p.to_numpy(), cfg.n_samples)).to_numpy()
         weak = out["p_any"] >= 0.5
@@ -159,6 +175,16 @@ def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, c
     return out
 
 
+def categories_with(table: pd.DataFrame, n_ex: int, estimator: str, n_samples: int = 16) -> pd.Series:
+    """Categories as SliCK with only the first ``n_ex`` exemplar sets would give them (paper App. J)."""
+    cats = []
+    for g, s in zip(table["prompt_greedy"], table["prompt_sample"]):
+        g, s = np.asarray(g[:n_ex], dtype=float), np.asarray(s[:n_ex], dtype=float)
+        p_sample = (1.0 if _p_any(s, n_samples) >= 0.5 else 0.0) if estimator == "exact" else s.mean()
+        cats.append(category(g.mean(), p_sample))
+    return pd.Series(cats, index=table.index)
+
+
 def _device(model) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -166,12 +192,21 @@ def _device(model) -> torch.device:
         return torch.device("cpu")
 
 
-def _check_length(model, tokenizer, prompts_: list[str]) -> None:
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    if limit:
-        longest = max(len(x) for x in tokenizer(prompts_)["input_ids"])
-        if longest + 16 > limit:
-            raise lm.ModelError(f"SliCK prompts reach {longest} tokens but the model takes {limit}; lower k_shot")
+def _check_length(model, tokenizer, prompts_: list[str], max_new_tokens: int = 16) -> int:
+    """Fail when the longest prompt plus the answer budget exceeds the model's context; return its length.
+
+    Only the 64 longest prompts by characters are tokenized: the real data has
+    817,000 prompts at the paper's sizes.  The limit is ``max_position_embeddings``
+    (Llama, Mistral, ...) or ``n_positions`` (GPT-2); models with neither pass.
+    """
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    longest_text = sorted(prompts_, key=len)[-64:]
+    longest = max(len(x) for x in lm.encode(tokenizer, longest_text)[0])
+    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if limit and longest + max_new_tokens > limit:
+        raise lm.ModelError(f"SliCK prompts reach {longest} tokens (+{max_new_tokens} answer tokens) but the "
+                            f"model takes {limit}; lower k_shot")
+    return longest
 
 
 def check_answers(model, tokenizer, exemplars: pd.DataFrame, cfg: SlickConfig, n: int = 8, *, backend=lm) -> None:
