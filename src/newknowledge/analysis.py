@@ -40,9 +40,15 @@ def early_stop(records: pd.DataFrame) -> pd.DataFrame:
     return es.merge(conv, on=RUN)
 
 
-def at_stops(records: pd.DataFrame) -> pd.DataFrame:
-    """The records at EARLY_STOP and at CONVERGENCE, with a ``duration`` column."""
+def at_stops(records: pd.DataFrame, split: str | None = None) -> pd.DataFrame:
+    """The records (of ``split``, if given) at EARLY_STOP and at CONVERGENCE, with a ``duration`` column.
+
+    The stops are chosen on the dev records, so pass the full records and
+    select the split here, not before.
+    """
     stops = early_stop(records)
+    if split is not None:
+        records = records[records["split"] == split]
     out = []
     for name in ("early_stop", "convergence"):
         sel = records.merge(stops[RUN + [name]].rename(columns={name: "epoch"}), on=RUN + ["epoch"])
@@ -183,8 +189,7 @@ def table2_long(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     Returns:
         Columns ``variant`` (display name), ``seed, duration, subset, accuracy, n``.
     """
-    rec = records[records["variant"].isin(list(TABLE2_VARIANTS)) & (records["split"] == split)]
-    at = at_stops(rec)
+    at = at_stops(records[records["variant"].isin(list(TABLE2_VARIANTS))], split)
     per_cat = at.groupby(RUN + ["duration", "category"])["correct"].agg(accuracy="mean", n="size").reset_index()
     per_cat = per_cat.rename(columns={"category": "subset"})
     overall = at.groupby(RUN + ["duration"])["correct"].agg(accuracy="mean", n="size").reset_index().assign(subset="All")
@@ -199,11 +204,31 @@ def correctness_at(records: pd.DataFrame, duration: str, seed: int, split: str =
     Returns:
         Columns ``model`` (display name), ``example``, ``subset`` (the SliCK category), ``correct``.
     """
-    rec = records[records["variant"].isin(list(TABLE2_VARIANTS)) & (records["split"] == split)
-                  & (records["seed"] == seed)]
-    at = at_stops(rec)
+    at = at_stops(records[records["variant"].isin(list(TABLE2_VARIANTS)) & (records["seed"] == seed)], split)
     at = at[at["duration"] == duration]
     order = {name: i for i, name in enumerate(TABLE2_VARIANTS)}
     at = at.sort_values("variant", key=lambda v: v.map(order))
     return pd.DataFrame({"model": at["variant"].map(TABLE2_VARIANTS), "example": at["example"],
                          "subset": at["category"], "correct": at["correct"].astype(int)})
+
+
+def idk_table(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Appendix K / Table 8: accuracy on the questions answered and the share answered.
+
+    A model fine-tuned on D_IDK (``idk_X``) may answer "I don't know" (the
+    ``idk`` column of its records); the plain D (``unknown_X``) always answers.
+
+    Returns:
+        Columns ``variant`` (D / D_IDK), ``seed, duration, accuracy_answered, answered, n``.
+    """
+    at = at_stops(records[records["variant"].str.match(r"^(idk|unknown)_")], split).copy()
+    if "idk" not in at:
+        at["idk"] = False
+    at["idk"] = at["idk"].fillna(False).astype(bool)
+    rows = []
+    for (variant, seed, duration), g in at.groupby(["variant", "seed", "duration"]):
+        answered = ~g["idk"]
+        rows.append({"variant": "D_IDK" if variant.startswith("idk") else "D", "seed": seed, "duration": duration,
+                     "accuracy_answered": g.loc[answered, "correct"].mean() if answered.any() else float("nan"),
+                     "answered": answered.mean(), "n": len(g)})
+    return pd.DataFrame(rows)

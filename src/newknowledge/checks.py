@@ -237,3 +237,57 @@ def knowledge_type_checks(t2: pd.DataFrame, sig: dict[str, pd.DataFrame]) -> lis
     out.append(Check("SliCK sanity", "accuracy on Unknown test questions is near zero for every variant",
                      "0.4-3.2%", f"at most {100 * unk.max().max():.1f}%", bool(unk.max().max() < 0.05)))
     return out
+
+
+def slick_analysis_checks(sweep: pd.DataFrame, points: pd.DataFrame, scores: np.ndarray, test: pd.DataFrame,
+                          agreement: float | None = None) -> list[Check]:
+    """Chapter 6 (Sec. 6, App. J): SliCK's Unknown vs P(True), the N_ex ablation, ground truth."""
+    from .ptrue import matched_threshold
+    from .stats import threshold_sweep
+
+    out = []
+    share, acc = float(points["share"].iloc[0]), float(points["accuracy"].iloc[0])
+    correct = test["correct_after"].to_numpy()
+    t = matched_threshold(scores, share)
+    pt = threshold_sweep(scores, correct, thresholds=[t]).iloc[0]
+    out.append(Check("SliCK vs P(True)", "at the same share of the test set, SliCK's Unknown gets lower accuracy "
+                     "after fine-tuning than P(True)'s", "much lower (Figure 5)",
+                     f"SliCK {100 * acc:.1f}% vs P(True) {100 * pt['accuracy']:.1f}% at {100 * share:.0f}% of the test set",
+                     bool(acc < pt["accuracy"])))
+    line = sweep[sweep["method"].str.startswith("SliCK")].set_index("threshold")["accuracy"]
+    out.append(Check("N_ex ablation", "fewer exemplar sets make SliCK's Unknown leakier (higher accuracy)",
+                     "leakier with N_ex < 10 (Figure 5)",
+                     f"accuracy on Unknown: N_ex=1 {100 * line.iloc[0]:.1f}%, N_ex={line.index[-1]} {100 * line.iloc[-1]:.1f}%",
+                     bool(line.iloc[0] >= line.iloc[-1])))
+    if "exposures" in test and test["exposures"].notna().all():
+        never = test["exposures"].to_numpy() == 0
+        slick_unknown = (test["category"] == "Unknown").to_numpy()
+        pt_unknown = scores < t
+        s_rate, p_rate = never[slick_unknown].mean(), never[pt_unknown].mean() if pt_unknown.any() else np.nan
+        out.append(Check("SliCK vs ground truth", "SliCK's Unknown is truly never-seen more often than P(True)'s",
+                         "not measurable on real data",
+                         f"never exposed: SliCK {100 * s_rate:.0f}%, P(True) {100 * p_rate:.0f}% (same share)",
+                         bool(s_rate >= p_rate)))
+    if agreement is not None:
+        out.append(Check("Exact vs sampling estimator", "both estimators give the same categories",
+                         "the paper samples", f"{100 * agreement:.1f}% of questions agree", bool(agreement >= 0.95)))
+    return out
+
+
+def idk_checks(idk: pd.DataFrame) -> list[Check]:
+    """Chapter 7 (App. K, Table 8) from :func:`analysis.idk_table`."""
+    m = idk.groupby(["variant", "duration"])[["accuracy_answered", "answered"]].mean()
+    out = []
+    for d in ("EARLY_STOP", "CONVERGENCE"):
+        a, b = m.loc[("D_IDK", d)], m.loc[("D", d)]
+        out.append(Check("I don't know", f"{d}: D_IDK is more accurate on the questions it answers than D",
+                         "61.8 vs 43.0 (ES), 61.8 vs 38.8 (CONV)" if d == "EARLY_STOP" else "61.8 vs 38.8",
+                         f"{100 * a['accuracy_answered']:.1f} vs {100 * b['accuracy_answered']:.1f} "
+                         f"(answering {100 * a['answered']:.0f}% vs {100 * b['answered']:.0f}%)",
+                         bool(a["accuracy_answered"] > b["accuracy_answered"])))
+    drop_idk = m.loc[("D_IDK", "CONVERGENCE"), "accuracy_answered"] - m.loc[("D_IDK", "EARLY_STOP"), "accuracy_answered"]
+    drop_d = m.loc[("D", "CONVERGENCE"), "accuracy_answered"] - m.loc[("D", "EARLY_STOP"), "accuracy_answered"]
+    out.append(Check("I don't know", "relabelling protects against the convergence drop",
+                     "D_IDK 0.0 vs D -4.2 points", f"D_IDK {100 * drop_idk:+.1f} vs D {100 * drop_d:+.1f} points",
+                     bool(drop_idk > drop_d)))
+    return out

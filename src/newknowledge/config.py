@@ -77,7 +77,8 @@ class SlickConfig:
     top_k: int = 40  # sampling from the top-k tokens
     max_new_tokens: int = 16  # answers are cut at the end of the line
     estimator: str = "sampling"  # "sampling" (the paper's) or "exact" (see slick.py)
-    slick_batch: int = 64  # prompts per forward pass; 0 = auto (free GPU memory; 64 on CPU)
+    slick_batch: int = 64  # prompts per forward pass (0 = from free GPU memory)
+    compare_n: int = 200  # chapter 6: test questions categorised by both estimators; 0 = auto (free GPU memory; 64 on CPU)
 
 
 @dataclass(frozen=True)

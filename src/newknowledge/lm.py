@@ -8,9 +8,13 @@ either.  Two primitives do all the work:
   decides whether greedy decoding would produce the gold answer and then stop
   (every gold token is the argmax, then a stop token is), and gives the exact
   probability that one tempered top-k sample equals it.
-- :func:`decode`: prefill each prompt once, then decode one greedy row and
-  ``n_samples`` sampled rows from copies of that one cache, stopping each row at
-  the end of its line.
+- :func:`decode`: prefill each prompt once, then decode the greedy answer and
+  ``n_samples`` samples as a tree of distinct partial answers (samples that
+  agree share a row), stopping each row at the end of its line.
+
+Both take optional ``prefixes``: prompt beginnings shared by many prompts
+(SliCK's exemplar lines), whose keys and values are computed once (see
+:mod:`newknowledge.engine`).
 
 A "stop token" is EOS or any token whose text contains a newline, so answers end
 at the end of the line also with tokenizers that merge newlines into other tokens.
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from . import prefill
+from . import engine
 
 
 class ModelError(RuntimeError):
@@ -236,27 +240,6 @@ def _top_k_logprobs(logits: torch.Tensor, temperature: float, top_k: int) -> tor
     return torch.log_softmax(logits, dim=-1)
 
 
-def _plan(model, tokenizer, p_ids: list[list[int]], prompts: list[str], prefixes: list[str] | None,
-          batch_size: int) -> tuple[prefill.Prefixes | None, np.ndarray, np.ndarray]:
-    """Cached prefixes and, per prompt, the index of its prefix and how many prefix tokens it reuses."""
-    n = len(p_ids)
-    none = (None, np.zeros(n, dtype=int), np.zeros(n, dtype=int))
-    if prefixes is None:
-        return none
-    if len(prefixes) != n or any(not p.startswith(q) for p, q in zip(prompts, prefixes)):
-        raise ValueError("prefixes[i] must be a prefix (str.startswith) of prompts[i], one per prompt")
-    distinct = list(dict.fromkeys(prefixes))
-    pre_ids, _ = encode(tokenizer, distinct)
-    if max(len(x) for x in pre_ids) == 0:
-        return none
-    index = {q: j for j, q in enumerate(distinct)}
-    which = np.array([index[q] for q in prefixes])
-    # Reuse the tokens a prompt shares with its prefix (all of them unless a token merges across the
-    # boundary), but always run the prompt's last token: its logits predict the answer.
-    used = np.array([min(prefill.shared_length(pre_ids[w], ids), len(ids) - 1) for w, ids in zip(which, p_ids)])
-    return prefill.Prefixes(model, pre_ids, tokenizer.pad_token_id, batch_size), which, used
-
-
 @dataclass
 class Scores:
     """Teacher-forced scores of (prompt, gold) pairs, arrays of shape (n_pairs,)."""
@@ -280,7 +263,7 @@ def score(model, tokenizer, prompts: list[str], golds: list[str], *, temperature
     Args:
         prefixes: optional, ``prefixes[i]`` a leading part of ``prompts[i]`` shared
             with other prompts (SliCK's exemplar lines); the keys and values of
-            each distinct prefix are computed once (see :mod:`newknowledge.prefill`).
+            each distinct prefix are computed once (see :mod:`newknowledge.engine`).
             Same results as without, up to float rounding.
     """
     device = next(model.parameters()).device
@@ -289,15 +272,16 @@ def score(model, tokenizer, prompts: list[str], golds: list[str], *, temperature
     p_ids, c_ids, rests = answer_ids(tokenizer, prompts, golds)
     vocab = model.get_output_embeddings().weight.shape[0]
     ends = {r: line_end_mask(tokenizer, vocab, r).to(device) for r in set(rests)}
-    pre, which, used = _plan(model, tokenizer, p_ids, prompts, prefixes, batch_size)
+    pre, which, used = engine.plan(model, p_ids, prompts, prefixes, lambda t: encode(tokenizer, t)[0],
+                                   tokenizer.pad_token_id, batch_size)
     n = len(prompts)
     greedy, p_samp, logp = np.zeros(n, bool), np.zeros(n), np.zeros(n)
     order = np.argsort([len(p) + len(c) for p, c in zip(p_ids, c_ids)], kind="stable")  # less padding
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         keep = max(len(c_ids[i]) for i in idx) + 1  # positions predicting gold tokens and the stop
-        logits, *_ = prefill.prefill(model, [p_ids[i][used[i]:] + c_ids[i] for i in idx], tokenizer.pad_token_id,
-                                     prefixes=pre, which=which[idx], used=used[idx], keep=keep)
+        logits, *_ = engine.prefill(model, [p_ids[i][used[i]:] + c_ids[i] for i in idx], tokenizer.pad_token_id,
+                                    prefixes=pre, which=which[idx], used=used[idx], keep=keep)
         logits = logits.float()  # (batch, keep, vocab): position j predicts the token after it
         # Gold tokens right-aligned under the positions that predict them: (batch, keep - 1).
         gold = torch.zeros((len(idx), keep - 1), dtype=torch.long)
@@ -322,38 +306,6 @@ def score(model, tokenizer, prompts: list[str], golds: list[str], *, temperature
 def _cut(text: str) -> str:
     """An answer ends at the end of its line."""
     return text.split("\n", 1)[0].strip()
-
-
-def _branch(logits: torch.Tensor, count: torch.Tensor, greedy: torch.Tensor, temperature: float, top_k: int,
-            generator: torch.Generator | None):
-    """One step of the answer tree: split each row's samples among the tokens they draw.
-
-    Args:
-        logits: (rows, vocab) next-token logits of each distinct partial answer.
-        count: (rows,) samples that follow each row; greedy: (rows,) bool, the
-            greedy answer follows the row.
-
-    Returns:
-        ``(parent, token, count, greedy)`` of the children, each of shape
-        (children,): one child per distinct token drawn, plus the argmax token
-        for the greedy row.
-    """
-    best = logits.argmax(-1)  # the greedy choice, as in ``generate``
-    rows = torch.arange(len(best), device=best.device)
-    if int(count.max()) == 0:  # greedy rows only
-        return rows, best, count, greedy
-    k = top_k if 0 < top_k < logits.shape[-1] else logits.shape[-1]
-    vals, tok = torch.topk(logits.float() / temperature, k)  # (rows, k), best first
-    tok[:, 0] = best  # the same logit; keeps argmax's choice among ties
-    cdf = torch.softmax(vals, -1).cumsum(-1)
-    u = torch.rand((len(best), int(count.max())), generator=generator, device=best.device) * cdf[:, -1:]
-    slot = torch.searchsorted(cdf, u).clamp_(max=k - 1)  # (rows, max count): one draw per sample
-    drawn = torch.arange(u.shape[1], device=best.device) < count[:, None]
-    n = torch.zeros_like(tok).scatter_add_(1, slot, drawn.long())  # (rows, k): samples per token
-    is_greedy = torch.zeros_like(n, dtype=torch.bool)
-    is_greedy[:, 0] = greedy
-    parent, s = ((n > 0) | is_greedy).nonzero(as_tuple=True)
-    return parent, tok[parent, s], n[parent, s], is_greedy[parent, s]
 
 
 @torch.no_grad()
@@ -384,14 +336,15 @@ def decode(model, tokenizer, prompts: list[str], *, n_samples: int = 0, temperat
     device = next(model.parameters()).device
     p_ids, _ = encode(tokenizer, prompts)
     stops = stop_mask(tokenizer, model.get_output_embeddings().weight.shape[0]).to(device)
-    pre, which, used = _plan(model, tokenizer, p_ids, prompts, prefixes, batch_size)
+    pre, which, used = engine.plan(model, p_ids, prompts, prefixes, lambda t: encode(tokenizer, t)[0],
+                                   tokenizer.pad_token_id, batch_size)
     greedy: list[str] = [""] * len(prompts)
     samples: list[list[str]] = [[] for _ in prompts]
     order = np.argsort([len(p) for p in p_ids], kind="stable")
     per_batch = max(1, batch_size // (1 + n_samples))
     for start in range(0, len(prompts), per_batch):
         idx = order[start:start + per_batch]
-        logits, cache, mask, pos = prefill.prefill(
+        logits, cache, mask, pos = engine.prefill(
             model, [p_ids[i][used[i]:] for i in idx], tokenizer.pad_token_id, prefixes=pre, which=which[idx],
             used=used[idx], reserve=max_new_tokens)
         logits = logits[:, -1]  # (rows, vocab); one row per prompt to start with
@@ -401,14 +354,15 @@ def decode(model, tokenizer, prompts: list[str], *, n_samples: int = 0, temperat
         answer = torch.zeros((len(idx), 0), dtype=torch.long, device=device)  # (rows, step) tokens so far
         done = []
         for step in range(max_new_tokens):
-            parent, tok, count, follows = _branch(logits, count, follows, temperature, top_k, generator)
+            parent, tok, count, follows = engine.branch(logits, count, follows, temperature, top_k, generator)
             prompt, answer = prompt[parent], torch.cat([answer[parent], tok[:, None]], 1)
             end = stops[tok] | (step == max_new_tokens - 1)
             done.append((prompt[end], answer[end], count[end], follows[end]))
             live = ~end
             if not bool(live.any()):
                 break
-            parent, prompt, answer, tok, count, follows = (t[live] for t in (parent, prompt, answer, tok, count, follows))
+            parent, prompt, answer, tok, count, follows = (
+                t[live] for t in (parent, prompt, answer, tok, count, follows))
             if len(parent) != len(mask) or not torch.equal(parent, torch.arange(len(parent), device=device)):
                 cache.batch_select_indices(parent)  # rows split or finished: copy the surviving rows' cache
                 mask, pos = mask[parent], pos[parent]

@@ -88,7 +88,7 @@ def prompts(table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig) -> p
         Columns ``example`` (row position in ``table``), ``ex_set``, ``prompt``
         and ``prefix`` (the prompt's exemplar lines, shared by the relation's
         other questions: the engine computes them once, see
-        :mod:`newknowledge.prefill`).
+        :mod:`newknowledge.engine`).
     """
     sets = exemplar_sets(exemplars, table["relation"], cfg)
     ex_q, ex_a = exemplars["question"].tolist(), exemplars["answer"].tolist()
@@ -234,7 +234,9 @@ def run(model_path: str | Path, table: pd.DataFrame, exemplars: pd.DataFrame, cf
     The cache key covers the SliCK config, the model folder and the questions,
     so the same call returns the stored table.
     """
-    key = {"stage": "slick", "slick": dataclasses.asdict(cfg), "model": str(model_path),
+    # compare_n only sizes chapter 6's side comparison: not part of what this run computes.
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "compare_n"}
+    key = {"stage": "slick", "slick": settings, "model": str(model_path),
            "questions": pd.util.hash_pandas_object(table[["relation", "question", "answer"]]).sum().item()}
     path = store.stage_dir("slick", key)
     if not store.is_done(path):

@@ -1,0 +1,65 @@
+"""Profiles and notebook parameters: unknown names and bad types fail loudly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from newknowledge import config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_profile_loads_and_builds():
+    assert {"quick", "full", "paper"} <= set(config.available_profiles())
+    for name in config.available_profiles():
+        study = config.from_params(config.load_profile(name))
+        assert study.study.profile == name
+
+
+def test_unknown_profile_names_the_available_ones():
+    with pytest.raises(config.ConfigError, match=r"unknown profile 'nope'.*available: .*quick"):
+        config.load_profile("nope")
+
+
+def test_unknown_parameter_is_named():
+    with pytest.raises(config.ConfigError, match=r"unknown parameter\(s\) \['n_exx'\]"):
+        config.from_params({"n_exx": 3})
+
+
+@pytest.mark.parametrize("name, value, want", [("n_ex", "10", "int"), ("ft_lr", "fast", "float"),
+                                               ("seeds", 3, "list"), ("n_ex", True, "int")])
+def test_wrong_type_is_named(name, value, want):
+    with pytest.raises(config.ConfigError, match=f"parameter '{name}' must be {want}"):
+        config.from_params({name: value})
+
+
+def test_bad_choices_are_rejected():
+    with pytest.raises(config.ConfigError, match="estimator must be"):
+        config.from_params({"estimator": "guess"})
+    with pytest.raises(config.ConfigError, match="ft_format must be one of"):
+        config.from_params({"ft_format": "chat"})
+
+
+def test_notebook_namespace_rejects_a_mistyped_papermill_parameter():
+    ns = config.from_params(config.load_profile("quick")).params()
+    ns.update({"In": [], "_": None, "config": config})  # IPython's own names and modules are ignored
+    assert config.from_namespace(ns).slick.n_ex == ns["n_ex"]
+    with pytest.raises(config.ConfigError, match="n_exemplars"):
+        config.from_namespace({**ns, "n_exemplars": 4})
+
+
+def test_notebook_parameter_cells_are_in_sync_with_the_config():
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "sync_notebooks.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr + out.stdout
+
+
+def test_parameters_cell_lists_every_parameter_typed_and_commented():
+    cell = config.parameters_cell()
+    for name in config.parameter_fields():
+        assert f"\n{name}: " in cell
+    assert "n_ex: int = 10  # random exemplar sets" in cell
