@@ -4,7 +4,7 @@
 #   make test                 set up .venv, run the test suite
 #   make book PROFILE=full    another parameter profile (profiles/<name>.yaml)
 #   make book PROFILE=paper MODEL=/path/or/hf-id EQ_DIR=/path/to/entityquestions/dataset
-#   make book PARAMS="-p seed 1"              extra papermill parameters
+#   make book PARAMS="-p ft_lr 1e-4"          extra papermill parameters
 #   make notebooks NOTEBOOKS=notebooks/02_unknown_harm.ipynb   one notebook only
 #
 # Run `make help` for the list of targets.
@@ -90,11 +90,12 @@ check-profile:
 		echo "Available profiles: $${avail:-none}. Use make book PROFILE=<name>." >&2; \
 		exit 2; }
 
-notebooks: setup check-profile  ## execute notebooks/*.ipynb into book/chapters/ with papermill
+notebooks: setup check-profile  ## execute notebooks/*.ipynb into book/chapters/ (the findings page into book/)
 	@mkdir -p $(CHAPTERS_DIR)
 	@test -n '$(NOTEBOOKS)' || echo "No notebooks in notebooks/: nothing to execute."
 	@for nb in $(NOTEBOOKS); do \
 		out=$(CHAPTERS_DIR)/$$(basename "$$nb"); \
+		case "$$nb" in *_findings.ipynb) out=book/findings.ipynb;; esac; \
 		echo "== $$nb -> $$out (profile $(PROFILE))"; \
 		start=$$(date +%s); \
 		$(BIN)/papermill "$$nb" "$$out" $(PAPERMILL_ARGS); \
@@ -120,7 +121,7 @@ browser-test: setup  ## open every page of the built book in headless Chromium
 	$(BIN)/python tools/browser_test.py $(HTML_DIR)
 
 clean:  ## remove the built HTML and the executed notebooks (keeps artifacts/)
-	rm -rf book/_build $(CHAPTERS_DIR)
+	rm -rf book/_build $(CHAPTERS_DIR) book/findings.ipynb
 
 clean-artifacts:  ## remove cached models and runs in artifacts/
 	rm -rf artifacts

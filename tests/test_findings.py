@@ -37,7 +37,7 @@ def test_findings_table_is_built_from_the_run_store_and_follows_it(tmp_path):
     page2 = findings.to_html(findings.table({7: checks.idk_checks(analysis.idk_table(rec))}))
     assert page2 != page and "75.0 vs 75.0" in page2 and "100.0 vs 75.0" not in page2
     assert page.count("<tr") == 1 + len(findings.FINDINGS)  # header + one row per finding
-    assert 'href="07_idk_relabelling.html"' in page
+    assert 'href="chapters/07_idk_relabelling.html"' in page
 
 
 def test_idk_table_scores_only_answered_questions():

@@ -74,7 +74,7 @@ def table(results: dict[int, list[checks.Check]]) -> pd.DataFrame:
             "paper": "<br>".join(f"{c.claim}: {c.paper}" for c in cs),
             "ours (this build)": "<br>".join(f"{'✓' if c.holds else '✗'} {c.ours}" for c in cs),
             "holds": verdict,
-            "see": f'<a href="{stem}.html">chapter {int(stem[:2])}, {figure}</a>',
+            "see": f'<a href="chapters/{stem}.html">chapter {int(stem[:2])}, {figure}</a>',
         })
     return pd.DataFrame(rows)
 
