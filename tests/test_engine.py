@@ -10,7 +10,7 @@ from transformers.cache_utils import DynamicLayer
 from newknowledge import engine, lm, slick
 
 
-def _prompts(tiny_world, tiny_study, n=12):
+def _prompts(tiny_world, tiny_study, n=40):
     facts = tiny_world[1]
     table = facts[facts.split.isin(["train", "test"])].head(n).reset_index(drop=True)
     pr = slick.prompts(table, facts[facts.split == "dev"], tiny_study.slick)
@@ -45,6 +45,15 @@ def test_prefix_that_splits_a_token_or_is_the_whole_prompt_still_gives_the_plain
     b = lm.score(model, tok, prompts, golds, prefixes=odd)
     assert a.greedy_correct.tolist() == b.greedy_correct.tolist()
     assert np.allclose(a.logprob, b.logprob, atol=1e-4)
+
+
+def test_greedy_only_scoring_gives_the_same_greedy_flags(tiny_model, tiny_world, tiny_study):
+    model, tok = tiny_model
+    prompts, prefixes, golds = _prompts(tiny_world, tiny_study, n=10)
+    full = lm.score(model, tok, prompts, golds, prefixes=prefixes)
+    fast = lm.score(model, tok, prompts, golds, prefixes=prefixes, greedy_only=True)
+    assert fast.greedy_correct.tolist() == full.greedy_correct.tolist()
+    assert np.isnan(fast.p_sample).all() and np.isnan(fast.logprob).all() and not np.isnan(full.p_sample).any()
 
 
 def test_prefixes_must_begin_their_prompts(tiny_model):

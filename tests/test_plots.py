@@ -261,3 +261,24 @@ def test_style_is_latex_free_and_readable():
     with plots.style():
         assert matplotlib.rcParams["text.usetex"] is False
         assert min(matplotlib.rcParams[k] for k in ("font.size", "legend.fontsize", "xtick.labelsize")) >= 9
+
+
+def test_every_figure_of_a_notebook_is_displayed(tmp_path):
+    """Regression: restoring matplotlib settings after a plot hid every later figure of a notebook."""
+    nbformat = pytest.importorskip("nbformat")
+    papermill = pytest.importorskip("papermill")
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    setup = ("import pandas as pd\nimport matplotlib.pyplot as plt\nfrom newknowledge import plots\n"
+             "df = pd.DataFrame({'pct_unknown': [0, 50, 100] * 2, 'duration': ['EARLY_STOP'] * 3 + ['CONVERGENCE'] * 3,"
+             " 'accuracy': [.5, .5, .5, .5, .4, .3]})")
+    nb.cells = [new_code_cell(setup)] + [new_code_cell("fig, ax = plots.accuracy_vs_unknown(df)") for _ in range(2)]
+    nb.cells.append(new_code_cell("fig, ax = plt.subplots(); ax.plot([1, 2]);"))
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                               progress_bar=False)
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    images = [sum("image/png" in o.get("data", {}) for o in c.outputs) for c in out.cells[1:]]
+    assert images == [1, 1, 1]

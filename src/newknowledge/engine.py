@@ -76,6 +76,8 @@ class ReservedLayer(DynamicLayer):
     ``keys`` and ``values`` are views of shape (batch, heads, seq, head_dim) into
     buffers of shape (batch, heads, seq + room, head_dim): appending writes into
     the room, and only a full buffer is reallocated (with ``reserve`` new room).
+    Like ``DynamicLayer`` it attends over every cached token (no sliding window:
+    our prompts are far shorter than any model's window).
     """
 
     def __init__(self, reserve: int = 0):
@@ -130,6 +132,7 @@ class Prefixes:
         lengths: tensor of shape (n_prefixes,): tokens of each prefix.
     """
 
+    @torch.no_grad()
     def __init__(self, model, ids: list[list[int]], pad: int, batch_size: int = 64):
         device = next(model.parameters()).device
         width = max(len(x) for x in ids)

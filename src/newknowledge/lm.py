@@ -251,7 +251,8 @@ class Scores:
 
 @torch.no_grad()
 def score(model, tokenizer, prompts: list[str], golds: list[str], *, temperature: float = 0.5,
-          top_k: int = 40, batch_size: int = 64, prefixes: list[str] | None = None) -> Scores:
+          top_k: int = 40, batch_size: int = 64, prefixes: list[str] | None = None,
+          greedy_only: bool = False) -> Scores:
     """Teacher forcing: one forward pass per (prompt, " " + gold + newline) pair.
 
     Greedy correctness: every gold token is the argmax and then the argmax is
@@ -265,6 +266,9 @@ def score(model, tokenizer, prompts: list[str], golds: list[str], *, temperature
             with other prompts (SliCK's exemplar lines); the keys and values of
             each distinct prefix are computed once (see :mod:`newknowledge.engine`).
             Same results as without, up to float rounding.
+        greedy_only: compute only ``greedy_correct`` (``p_sample`` and
+            ``logprob`` are NaN), skipping the top-k and softmax work: what
+            fine-tuning's fitted flags need.
     """
     device = next(model.parameters()).device
     # Gold tokens up to the line end; the line-end token may carry the gold's
@@ -275,7 +279,7 @@ def score(model, tokenizer, prompts: list[str], golds: list[str], *, temperature
     pre, which, used = engine.plan(model, p_ids, prompts, prefixes, lambda t: encode(tokenizer, t)[0],
                                    tokenizer.pad_token_id, batch_size)
     n = len(prompts)
-    greedy, p_samp, logp = np.zeros(n, bool), np.zeros(n), np.zeros(n)
+    greedy, p_samp, logp = np.zeros(n, bool), np.full(n, np.nan), np.full(n, np.nan)
     order = np.argsort([len(p) + len(c) for p, c in zip(p_ids, c_ids)], kind="stable")  # less padding
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
@@ -293,11 +297,13 @@ def score(model, tokenizer, prompts: list[str], golds: list[str], *, temperature
         stops = torch.stack([ends[rests[i]] for i in idx])  # (batch, vocab)
         arg = logits.argmax(-1)  # (batch, keep)
         ok = ((arg[:, :-1] == gold) | ~has).all(1) & stops.gather(1, arg[:, -1:]).squeeze(1)
+        greedy[idx] = ok.cpu().numpy()
+        if greedy_only:
+            continue
         lp = _top_k_logprobs(logits, temperature, top_k)
         p_gold = torch.where(has, lp[:, :-1].gather(2, gold[..., None]).squeeze(-1), 0.0).sum(1)
         p_stop = torch.logsumexp(lp[:, -1].masked_fill(~stops, float("-inf")), -1)
         full = torch.log_softmax(logits[:, :-1], -1).gather(2, gold[..., None]).squeeze(-1)
-        greedy[idx] = ok.cpu().numpy()
         p_samp[idx] = torch.exp(p_gold + p_stop).cpu().numpy()
         logp[idx] = torch.where(has, full, 0.0).sum(1).cpu().numpy()
     return Scores(greedy, p_samp, logp)

@@ -38,17 +38,23 @@ _RC = {"text.usetex": False, "font.size": 10, "axes.titlesize": 11, "axes.labels
        "ytick.labelsize": 9, "xtick.minor.visible": False, "ytick.minor.visible": False}  # no minor ticks on categories
 
 
-@contextlib.contextmanager
-def style():
-    """scienceplots' "science" + "no-latex" styles, readable font sizes; a context manager or ``@style()``."""
-    with plt.style.context(["science", "no-latex"]), mpl.rc_context(_RC):
-        yield
-
-
 def use() -> None:
     """Apply :func:`style` globally (notebooks: figures drawn inline get the same look)."""
     plt.style.use(["science", "no-latex"])
     mpl.rcParams.update(_RC)
+
+
+@contextlib.contextmanager
+def style():
+    """The book's look: scienceplots' "science" + "no-latex" styles, readable font sizes.
+
+    A context manager or ``@style()`` decorator that applies :func:`use`
+    globally and restores nothing: restoring matplotlib's settings on exit
+    (``rc_context``) switches off the inline backend's display of every later
+    figure in a notebook (measured: only the first figure of a chapter showed).
+    """
+    use()
+    yield
 
 
 def save(fig, path) -> Path:
