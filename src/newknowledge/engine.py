@@ -221,7 +221,7 @@ def plan(model, p_ids: list[list[int]], prompts: list[str], prefixes: list[str] 
 
 
 def branch(logits: torch.Tensor, count: torch.Tensor, greedy: torch.Tensor, temperature: float, top_k: int,
-            generator: torch.Generator | None):
+           generator: torch.Generator | None):
     """One step of the answer tree: split each row's samples among the tokens they draw.
 
     Args:

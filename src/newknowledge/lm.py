@@ -287,13 +287,13 @@ def score(model, tokenizer, prompts: list[str], golds: list[str], *, temperature
         logits, *_ = engine.prefill(model, [p_ids[i][used[i]:] + c_ids[i] for i in idx], tokenizer.pad_token_id,
                                     prefixes=pre, which=which[idx], used=used[idx], keep=keep)
         logits = logits.float()  # (batch, keep, vocab): position j predicts the token after it
-        # Gold tokens right-aligned under the positions that predict them: (batch, keep - 1).
+        # Gold tokens right-aligned under the positions that predict them: (batch, keep - 1);
+        # ``has`` marks where a row has a gold token (a gold may be empty: "Paris\n" is one token).
+        lens = torch.tensor([len(c_ids[i]) for i in idx])
+        has = torch.arange(keep - 1) >= keep - 1 - lens[:, None]
         gold = torch.zeros((len(idx), keep - 1), dtype=torch.long)
-        for r, i in enumerate(idx):
-            if c_ids[i]:  # may be empty: "Paris\n" is one token
-                gold[r, keep - 1 - len(c_ids[i]):] = torch.tensor(c_ids[i])
-        has = (torch.arange(keep - 1) >= keep - 1 - torch.tensor([len(c_ids[i]) for i in idx])[:, None]).to(device)
-        gold = gold.to(device)
+        gold[has] = torch.tensor([t for i in idx for t in c_ids[i]], dtype=torch.long)
+        gold, has = gold.to(device), has.to(device)
         stops = torch.stack([ends[rests[i]] for i in idx])  # (batch, vocab)
         arg = logits.argmax(-1)  # (batch, keep)
         ok = ((arg[:, :-1] == gold) | ~has).all(1) & stops.gather(1, arg[:, -1:]).squeeze(1)

@@ -1,0 +1,94 @@
+"""Helpers shared by the benchmark scripts: the default model, timing, tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load_default(model_path: str = ""):
+    """The controlled world's default model and data.
+
+    The model is the default pretraining config's cached one.  While that is
+    not built (pretraining takes minutes to an hour on a busy machine), the
+    finished model of the same world whose pretraining settings differ least
+    stands in, with a note; only when there is none is the model pretrained.
+
+    Returns:
+        ``(study, facts, raw, exemplars, model_path, model, tokenizer)``.
+    """
+    import dataclasses
+
+    from newknowledge import config, entityquestions as eq, lm, pipeline, pretrain, store, world
+
+    study = config.from_params({})
+    wd = world.build(study.world)
+    facts, raw = world.load(wd), eq.load(wd)
+    if not model_path:
+        want = dataclasses.asdict(study.pretrain)
+        built = [(store.read_json(p), p.parent) for p in (store.artifacts_root() / "pretrain").glob("*/config.json")]
+        built = [(c["pretrain"], d) for c, d in built if c.get("world") == dataclasses.asdict(study.world)]
+        # Fields missing from a stored config (e.g. thread counts, left out of the key) do not count.
+        differ = sorted((sum(want.get(k) != v for k, v in c.items()), str(d)) for c, d in built)
+        if not differ:
+            model_path = str(pretrain.build(study.world, study.pretrain, world.generate(study.world)))
+        else:
+            model_path = str(Path(differ[0][1]) / "model")
+            if differ[0][0]:
+                print(f"note: the default model is not built yet; using {model_path}")
+    model, tok = lm.load(model_path, device="cpu")
+    return study, facts, raw, pipeline.exemplar_pool(raw), model_path, model, tok
+
+
+def timed(fn, *args, **kwargs):
+    """``(result, seconds)`` of one call."""
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t
+
+
+def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matmul throughput (best of ``repeats``) with ``threads`` torch threads: this machine's peak."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    torch.set_num_threads(old)
+    return 2 * n**3 / best / 1e9
+
+
+def machine() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {load:.1f}, "
+            f"torch {torch.__version__}")
+
+
+def report(df: pd.DataFrame, name: str, title: str) -> Path:
+    """Print ``df`` as a table and write it to ``benchmarks/results/<name>.csv``."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.csv"
+    df.to_csv(path, index=False)
+    print(f"\n## {title}\n({machine()})\n")
+    print(df.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else df.to_string(index=False))
+    print(f"\n-> {path.relative_to(RESULTS.parents[1])}")
+    return path
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True

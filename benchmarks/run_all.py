@@ -1,0 +1,40 @@
+"""Run every benchmark (``make bench``): SliCK, training and evaluation, book chapters.
+
+Each script prints its tables and writes CSV files to ``benchmarks/results/``.
+Extra arguments go to every script that accepts them, e.g. ``--quick``:
+
+    python benchmarks/run_all.py            # the full benchmarks (~10 min on 2 busy cores)
+    python benchmarks/run_all.py --quick    # a smoke run (~2 min)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+QUICK = {
+    "bench_slick.py": ["--n", "20", "--repeats", "1"],
+    "bench_finetune.py": ["--steps", "5", "--eval-n", "100", "--repeats", "1"],
+    "bench_book.py": [],
+}
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv[1:]
+    failed = []
+    for script, small in QUICK.items():
+        print(f"\n=== {script} ===", flush=True)
+        t = time.time()
+        rc = subprocess.run([sys.executable, str(HERE / script), *(small if quick else [])], cwd=HERE.parent).returncode
+        print(f"=== {script}: {'ok' if rc == 0 else f'failed ({rc})'} in {time.time() - t:.0f} s", flush=True)
+        if rc:
+            failed.append(script)
+    print(f"\nResults in {HERE / 'results'}/" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
