@@ -70,6 +70,7 @@ def test_static_pages_build_strictly(tmp_path):
     book.mkdir()
     for page in (ROOT / "book").glob("*.md"):
         shutil.copy(page, book / page.name)
+    shutil.copytree(ROOT / "book" / "_static", book / "_static")
     # The findings page is an executed notebook (book/findings.ipynb); a stub stands in for it here.
     (book / "findings.md").write_text("# Findings\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n")
     make_toc.main(["--book", str(book)])

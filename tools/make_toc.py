@@ -70,6 +70,33 @@ def present_chapters(book: Path) -> list[str]:
     return ordered + sorted(found - set(CHAPTERS) - {FINDINGS})
 
 
+def fold_parameter_cells(book: Path) -> int:
+    """Fold the parameter cells of the executed notebooks (``hide-cell``).
+
+    The list of every parameter (and papermill's injected copy) would open
+    each page; the provenance cell at the end shows the values that mattered.
+    Returns the number of notebooks changed.
+    """
+    import nbformat
+
+    changed = 0
+    for path in sorted(book.glob("chapters/*.ipynb")) + sorted(book.glob("*.ipynb")):
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception:  # not a notebook papermill wrote (e.g. a stub): leave it alone
+            continue
+        dirty = False
+        for cell in nb.cells:
+            tags = cell.metadata.setdefault("tags", [])
+            if {"parameters", "injected-parameters"} & set(tags) and "hide-cell" not in tags:
+                tags.append("hide-cell")
+                dirty = True
+        if dirty:
+            nbformat.write(nb, path)
+            changed += 1
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--book", type=Path, default=ROOT / "book", help="book source folder")
@@ -84,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_toc: missing executed chapters: {', '.join(missing)}", file=sys.stderr)
         return 1
     (args.book / "_toc.yml").write_text(render_toc(chapters))
+    fold_parameter_cells(args.book)
     note = f" (not yet executed: {', '.join(missing)})" if missing else ""
     print(f"make_toc: {len(chapters)} chapter(s) in {args.book / '_toc.yml'}{note}")
     return 0

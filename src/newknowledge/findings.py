@@ -71,8 +71,9 @@ def table(results: dict[int, list[checks.Check]]) -> pd.DataFrame:
         verdict = "n/a" if not ok else "yes" if all(ok) else "partly" if any(ok) else "no"
         rows.append({
             "#": number, "finding": title,
-            "paper": "<br>".join(f"{c.claim}: {c.paper}" for c in cs),
-            "ours (this build)": "<br>".join(f"{'✓' if c.holds else '✗'} {c.ours}" for c in cs),
+            "checks": "<br>".join(f"{'✓' if c.holds else '✗'} {c.claim}" for c in cs),
+            "paper": "<br>".join(c.paper for c in cs),
+            "ours (this build)": "<br>".join(c.ours for c in cs),
             "holds": verdict,
             "see": f'<a href="chapters/{stem}.html">chapter {int(stem[:2])}, {figure}</a>',
         })

@@ -86,7 +86,8 @@ def correct_flags(model, tokenizer, questions: list[str], answers: list[str], cf
         longest = max((len(p) + len(a) for p, a in zip(prompts, answers)), default=0) + 4
         batch = lm.auto_batch_size(model, longest, default=128)
     if cfg.ft_eval == "teacher":
-        return lm.score(model, tokenizer, prompts, answers, batch_size=batch).greedy_correct
+        # Greedy flags only: the sampling probabilities are not needed here (about a fifth of the cost).
+        return lm.score(model, tokenizer, prompts, answers, batch_size=batch, greedy_only=True).greedy_correct
     greedy, _ = lm.decode(model, tokenizer, prompts, batch_size=batch)
     return np.array([exact_match(g, a) for g, a in zip(greedy, answers)])
 
