@@ -265,7 +265,7 @@ def slick_analysis_checks(sweep: pd.DataFrame, points: pd.DataFrame, scores: np.
     line = sweep[sweep["method"].str.startswith("SliCK")].set_index("threshold")["accuracy"]
     out.append(Check("N_ex ablation", "fewer exemplar sets make SliCK's Unknown leakier (higher accuracy)",
                      "leakier with N_ex < 10 (Figure 5)",
-                     f"accuracy on Unknown: N_ex=1 {100 * line.iloc[0]:.1f}%, N_ex={line.index[-1]} {100 * line.iloc[-1]:.1f}%",
+                     f"accuracy on Unknown: N_ex=1 {100 * line.iloc[0]:.1f}%, N_ex={int(line.index[-1])} {100 * line.iloc[-1]:.1f}%",
                      bool(line.iloc[0] >= line.iloc[-1])))
     if "exposures" in test and test["exposures"].notna().all():
         never = test["exposures"].to_numpy() == 0
