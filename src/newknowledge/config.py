@@ -97,6 +97,7 @@ class FinetuneConfig:
     ft_eval_batch: int = 128  # questions per evaluation pass; 0 = auto (free GPU memory; 128 on CPU)
     ft_threads: int = 1  # torch threads per run (runs go side by side)
     workers: int = 2  # runs executed in parallel
+    executor: str = "local"  # "local" (process pool) or "ray" (Ray tasks; pip install '.[ray]')
     lora_rank: int = 0  # 0 = full fine-tuning (the paper); >0 = LoRA via peft
     lora_alpha: int = 16
     lora_targets: str = ""  # comma-separated module names; "" = peft's default
@@ -201,6 +202,8 @@ def _validate(s: Study) -> None:
             raise ConfigError(f"{name} must be one of {sorted(FORMATS)}, got {value!r}")
     if s.finetune.ft_eval not in ("teacher", "generate"):
         raise ConfigError(f"ft_eval must be 'teacher' or 'generate', got {s.finetune.ft_eval!r}")
+    if s.finetune.executor not in ("local", "ray"):
+        raise ConfigError(f"executor must be 'local' or 'ray', got {s.finetune.executor!r}")
     if not s.study.seeds:
         raise ConfigError("seeds must list at least one seed")
 

@@ -40,7 +40,7 @@ def collect(prep: pipeline.Prepared) -> dict[int, list[checks.Check]]:
     lin = [c for c in linear(rec) if c.claim.startswith("in-distribution")]
     if study.finetune.alt_format:
         lin += [checks.Check(c.finding, c.claim + f" ({study.finetune.alt_format} format)", c.paper, c.ours, c.holds)
-                for c in linear(pipeline.section4(prep, ft_format=study.finetune.alt_format))
+                for c in linear(pipeline.section4(prep, seeds=study.study.seeds[:1], ft_format=study.finetune.alt_format))
                 if c.claim.startswith("in-distribution") and "variance" not in c.claim]
     t2rec = pipeline.run_variants(prep, list(analysis.TABLE2_VARIANTS))
     seed = study.study.seeds[0]

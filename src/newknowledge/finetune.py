@@ -122,7 +122,8 @@ class RunSpec:
 
 
 # Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
-_NOT_IN_KEY = ("pct_unknown", "dataset_size", "alt_format", "workers", "ft_threads", "ft_eval_batch")
+_NOT_IN_KEY = ("pct_unknown", "dataset_size", "alt_format", "workers", "executor", "ft_threads",
+               "ft_eval_batch")
 
 
 def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame) -> Path:
@@ -243,21 +244,51 @@ def _worker(args) -> str:
     return str(train_run(spec, train, evals, position=position))
 
 
-def run_all(jobs: list[tuple[RunSpec, pd.DataFrame]], evals: pd.DataFrame, workers: int = 1) -> list[Path]:
-    """Execute every run not yet finished, ``workers`` at a time (local process pool).
+def run_all(jobs: list[tuple[RunSpec, pd.DataFrame]], evals: pd.DataFrame, workers: int = 1,
+            executor: str = "local") -> list[Path]:
+    """Execute every run not yet finished: ``workers`` at a time (local process pool), or as Ray tasks.
 
     Runs are independent: two single-threaded runs side by side use two cores
-    better than one run with two threads, for models this small.
+    better than one run with two threads, for models this small.  With
+    ``executor="ray"`` each run is a Ray task (``ft_threads`` CPUs, one GPU if
+    the run's device is CUDA) on the instance at ``RAY_ADDRESS`` (a cluster) or
+    a local one; every task writes to ``NEWKNOWLEDGE_ARTIFACTS``, which on a
+    cluster must be storage all machines share.  Either way finished runs are
+    skipped and interrupted ones resume.
     """
     todo = [(i, s, t) for i, (s, t) in enumerate(jobs) if not (run_dir(s, t, evals) / "done.json").exists()]
-    if todo and workers > 1 and len(todo) > 1:
+    bar = dict(total=len(todo), desc="fine-tuning runs", unit="run")
+    if todo and executor == "ray":
+        _run_ray([(s, t, evals, 0) for _, s, t in todo], bar)
+    elif todo and workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
-            list(tqdm(pool.map(_worker, [(s, t, evals, k % workers + 1) for k, (_, s, t) in enumerate(todo)]),
-                      total=len(todo), desc="fine-tuning runs", unit="run"))
+            list(tqdm(pool.map(_worker, [(s, t, evals, k % workers + 1) for k, (_, s, t) in enumerate(todo)]), **bar))
     else:
-        for _, s, t in tqdm(todo, desc="fine-tuning runs", unit="run", disable=len(todo) < 2):
+        for _, s, t in tqdm(todo, disable=len(todo) < 2, **{k: v for k, v in bar.items() if k != "total"}):
             train_run(s, t, evals)
     return [run_dir(s, t, evals) for s, t in jobs]
+
+
+def _run_ray(tasks: list[tuple], bar: dict) -> None:
+    """Run ``_worker`` on each task as a Ray task; raise the first task's error."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("executor 'ray' needs ray: pip install 'newknowledge[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True)  # RAY_ADDRESS, if set, names the cluster to join
+    env = {"env_vars": {"NEWKNOWLEDGE_ARTIFACTS": str(store.artifacts_root())}}
+    pending = []
+    for task in tasks:
+        spec = task[0]
+        gpus = 1 if str(spec.device).startswith("cuda") else 0
+        remote = ray.remote(num_cpus=spec.cfg.ft_threads, num_gpus=gpus, runtime_env=env)(_worker)
+        pending.append(remote.remote(task))
+    with tqdm(**bar) as progress:
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            ray.get(finished)
+            progress.update(len(finished))
 
 
 def load_records(paths: list[Path]) -> pd.DataFrame:

@@ -110,7 +110,7 @@ def run_variants(prep: Prepared, names: list[str], seeds: list[int] | None = Non
                 device = str(lm.resolve_device("auto")) if prep.study.study.model else "cpu"
             jobs.append((finetune.RunSpec(prep.model_path, name, seed, cfg, device=device,
                                           dtype=prep.study.study.dtype), data))
-    paths = finetune.run_all(jobs, prep.evals, workers=cfg.workers)
+    paths = finetune.run_all(jobs, prep.evals, workers=cfg.workers, executor=cfg.executor)
     records = finetune.load_records(paths)
     records.attrs["runs"] = [str(p) for p in paths]  # for the provenance cell
     return records
@@ -178,6 +178,6 @@ def section4_variants(study: Study) -> list[str]:
     return [f"unknown_{x}" for x in xs] + [f"known_{x}" for x in xs if 0 < x < 100]
 
 
-def section4(prep: Prepared, **overrides) -> pd.DataFrame:
-    """Records of every section-4 run (all seeds), fine-tuned with the study's config and ``overrides``."""
-    return run_variants(prep, section4_variants(prep.study), **overrides)
+def section4(prep: Prepared, seeds: list[int] | None = None, **overrides) -> pd.DataFrame:
+    """Records of every section-4 run (the study's seeds unless given), with the study's config and ``overrides``."""
+    return run_variants(prep, section4_variants(prep.study), seeds=seeds, **overrides)
