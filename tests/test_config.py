@@ -42,6 +42,8 @@ def test_bad_choices_are_rejected():
         config.from_params({"estimator": "guess"})
     with pytest.raises(config.ConfigError, match="ft_format must be one of"):
         config.from_params({"ft_format": "chat"})
+    with pytest.raises(config.ConfigError, match="executor must be 'local' or 'ray'"):
+        config.from_params({"executor": "dask"})
 
 
 def test_notebook_namespace_rejects_a_mistyped_papermill_parameter():
