@@ -122,7 +122,7 @@ class RunSpec:
 
 
 # Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
-_NOT_IN_KEY = ("pct_unknown", "dataset_size", "alt_format", "workers", "executor", "ft_threads",
+_NOT_IN_KEY = ("pct_unknown", "dataset_size", "alt_format", "workers", "executor",
                "ft_eval_batch")
 
 
