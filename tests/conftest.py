@@ -7,6 +7,7 @@ corpus -> tokenizer -> GPT-2 style model -> ``save_pretrained``.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,3 +51,13 @@ def tiny_model_path(tiny_study, tiny_world):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_path):
     return lm.load(str(tiny_model_path), device="cpu")
+
+
+def tiny_finetune_data(tiny_world):
+    """A 16-example train set (every other example labelled Unknown) and 20 evaluation questions."""
+    facts = tiny_world[1]
+    train = facts[facts.split == "train"].head(16).reset_index(drop=True)
+    train["category"] = np.where(np.arange(len(train)) % 2, "Unknown", "HighlyKnown")
+    ev = facts[facts.split != "train"].head(20).reset_index(drop=True)
+    ev = ev.assign(example=np.arange(len(ev)), category="Unknown")
+    return train, ev

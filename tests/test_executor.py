@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from newknowledge import finetune
 from newknowledge.config import FinetuneConfig
+
+from conftest import tiny_finetune_data
 
 ray = pytest.importorskip("ray", reason="executor 'ray' is optional: pip install '.[ray]'")
 
@@ -22,11 +23,7 @@ def local_ray():
 
 
 def _jobs(tiny_model_path, tiny_world):
-    facts = tiny_world[1]
-    train = facts[facts.split == "train"].head(16).reset_index(drop=True)
-    train["category"] = np.where(np.arange(len(train)) % 2, "Unknown", "HighlyKnown")
-    ev = facts[facts.split != "train"].head(20).reset_index(drop=True)
-    ev = ev.assign(example=np.arange(len(ev)), category="Unknown")
+    train, ev = tiny_finetune_data(tiny_world)
     specs = [finetune.RunSpec(str(tiny_model_path), "unknown_50", seed, CFG) for seed in (0, 1)]
     return [(s, train) for s in specs], ev
 

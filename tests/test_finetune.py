@@ -11,6 +11,8 @@ import pytest
 from newknowledge import analysis, finetune
 from newknowledge.config import FinetuneConfig
 
+from conftest import tiny_finetune_data
+
 
 def test_answer_only_loss_masks_the_question_tokens(tiny_model):
     _, tok = tiny_model
@@ -27,12 +29,7 @@ def test_unknown_format_is_a_clear_error(tiny_model):
 
 
 def _data(tiny_world):
-    facts = tiny_world[1]
-    train = facts[facts.split == "train"].head(16).reset_index(drop=True)
-    train["category"] = np.where(np.arange(len(train)) % 2, "Unknown", "HighlyKnown")
-    ev = facts[facts.split != "train"].head(20).reset_index(drop=True)
-    ev = ev.assign(example=np.arange(len(ev)), category="Unknown")
-    return train, ev
+    return tiny_finetune_data(tiny_world)
 
 
 CFG = FinetuneConfig(ft_epochs=3, ft_batch=4, ft_lr=1e-3, ft_eval_batch=32)

@@ -39,11 +39,9 @@ from tqdm.auto import tqdm
 
 from . import lm, store
 from .config import SlickConfig
-from .metrics import exact_match
+from .metrics import CATEGORIES, KNOWN, exact_match
 from .pretrain import qa_line
 
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
-KNOWN = CATEGORIES[:3]
 
 
 def category(p_greedy: float, p_sample: float) -> str:

@@ -19,9 +19,8 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats
+from .metrics import CATEGORIES, KNOWN  # noqa: F401  (re-exported)
 
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
-KNOWN = CATEGORIES[:3]
 _TERMS = {"Intercept": "b0", "kn": "b_kn", "unk": "b_unk"}
 
 

@@ -30,9 +30,8 @@ from fractions import Fraction
 
 import numpy as np
 import pandas as pd
+from .metrics import CATEGORIES, KNOWN  # noqa: F401  (re-exported)
 
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
-KNOWN = CATEGORIES[:3]
 REQUIRED_COLUMNS = ("relation", "question", "answer", "category")
 VALID_SPECS = ("unknown_<X>", "known_<X>", "idk_<X>", *CATEGORIES, "natural")
 _PCT_SPEC = re.compile(r"^(unknown|known|idk)_(\d+(?:\.\d+)?)$")
