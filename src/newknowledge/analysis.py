@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .slick import KNOWN
-
-RUN = ["variant", "seed"]
+from .categories import KNOWN
+from .tidy import RUN
 
 
 def accuracy(records: pd.DataFrame, by_category: bool = False) -> pd.DataFrame:
@@ -72,14 +71,17 @@ def fitted_share(records: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([by_group, by_cat], ignore_index=True)
 
 
-def linear_points(records: pd.DataFrame, size: int, split: str = "test", min_epoch: int = 1) -> pd.DataFrame:
-    """Points of the linear model (Sec. 4.4): one per run and epoch.
+def linear_points(records: pd.DataFrame, size, split: str = "test", min_epoch: int = 1) -> pd.DataFrame:
+    """Points of the linear model (Sec. 4.4, App. G): one per run and epoch.
 
     ``acc`` is accuracy on ``split``; ``kn`` = N_kn/|D| and ``unk`` = N_unk/|D|
-    count the Known and Unknown train examples fitted at that epoch, with |D| =
-    ``size`` the same for every variant (as D_Known variants are smaller).  The
-    epoch-0 point (before fine-tuning) is excluded: the paper collects points
-    after each epoch.
+    count the Known and Unknown train examples fitted at that epoch, with |D|
+    the full variant size for every run (D_Known runs are smaller, so their
+    fractions stay below 1 - X).  The epoch-0 point (before fine-tuning) is
+    excluded: the paper collects points after each epoch.
+
+    Args:
+        size: |D|, or a mapping seed -> |D| (each seed's world has its own).
     """
     rec = records[records["epoch"] >= min_epoch]
     train = rec[rec["split"] == "train"]
@@ -88,9 +90,18 @@ def linear_points(records: pd.DataFrame, size: int, split: str = "test", min_epo
     n_unk = train[unk & train["correct"]].groupby(RUN + ["epoch"]).size().rename("n_unk")
     acc = rec[rec["split"] == split].groupby(RUN + ["epoch"])["correct"].mean().rename("acc")
     pts = pd.concat([n_kn, n_unk, acc], axis=1).fillna({"n_kn": 0, "n_unk": 0}).reset_index()
-    pts["kn"], pts["unk"] = pts["n_kn"] / size, pts["n_unk"] / size
+    d = pts["seed"].map(size) if isinstance(size, dict) else size
+    pts["kn"], pts["unk"] = pts["n_kn"] / d, pts["n_unk"] / d
     pts["run"] = pts["variant"] + "/" + pts["seed"].astype(str)
     return pts
+
+
+def middle_share(shares: list[float]) -> float:
+    """The one rule for "the middle variant": 50% Unknown when the grid has it (the paper's
+    Figure 1 and Table 8), else the share closest to 50 (the lower one on a tie)."""
+    if not len(shares):
+        raise ValueError("no share of Unknown to choose from")
+    return min((float(x) for x in shares), key=lambda x: (abs(x - 50), x))
 
 
 def pct_unknown(variant: pd.Series) -> pd.Series:
@@ -198,6 +209,24 @@ def table2_long(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     return out
 
 
+def correct_at(records: pd.DataFrame, duration: str, split: str = "test") -> pd.DataFrame:
+    """Per-question correctness of every run at one duration, side by side.
+
+    Args:
+        duration: "EARLY_STOP" or "CONVERGENCE" (each run's own epoch).
+
+    Returns:
+        Index ``(seed, example)``, one column per variant, values 0/1 (NaN where a
+        variant has no run for that seed); the rows of one seed are the same
+        questions for every variant, which is what paired tests need.
+    """
+    at = at_stops(records, split)
+    at = at[at["duration"] == duration]
+    wide = at.pivot_table(index=["seed", "example"], columns="variant", values="correct", aggfunc="first")
+    wide.columns.name = None
+    return wide.astype(float)
+
+
 def correctness_at(records: pd.DataFrame, duration: str, seed: int, split: str = "test") -> pd.DataFrame:
     """Per-example correctness of every section-5 model at one duration, for the significance tests.
 
@@ -212,23 +241,29 @@ def correctness_at(records: pd.DataFrame, duration: str, seed: int, split: str =
                          "subset": at["category"], "correct": at["correct"].astype(int)})
 
 
-def idk_table(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """Appendix K / Table 8: accuracy on the questions answered and the share answered.
+def idk_outcomes(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Appendix K / Table 8: each question answered correctly, abstained on, or answered wrongly.
 
     A model fine-tuned on D_IDK (``idk_X``) may answer "I don't know" (the
-    ``idk`` column of its records); the plain D (``unknown_X``) always answers.
+    ``idk`` column of its records: its greedy answer matches "I don't know"
+    after the same normalisation as exact match); the plain D (``unknown_X``)
+    never has that column and counts as always answering.
 
     Returns:
-        Columns ``variant`` (D / D_IDK), ``seed, duration, accuracy_answered, answered, n``.
+        One row per run and duration: ``variant`` (D / D_IDK), ``seed``,
+        ``duration``, ``correct``, ``abstained``, ``wrong`` (shares of the
+        questions, summing to 1), ``answered`` (1 - abstained),
+        ``accuracy_answered`` (correct / answered), ``n``.
     """
     at = at_stops(records[records["variant"].str.match(r"^(idk|unknown)_")], split).copy()
-    if "idk" not in at:
-        at["idk"] = False
-    at["idk"] = at["idk"].fillna(False).astype(bool)
+    at["idk"] = at["idk"].fillna(False).astype(bool) if "idk" in at else False
     rows = []
     for (variant, seed, duration), g in at.groupby(["variant", "seed", "duration"]):
-        answered = ~g["idk"]
+        correct, abstained = g["correct"].astype(bool), g["idk"]
+        answered = ~abstained
         rows.append({"variant": "D_IDK" if variant.startswith("idk") else "D", "seed": seed, "duration": duration,
-                     "accuracy_answered": g.loc[answered, "correct"].mean() if answered.any() else float("nan"),
-                     "answered": answered.mean(), "n": len(g)})
+                     "correct": (correct & answered).mean(), "abstained": abstained.mean(),
+                     "wrong": (~correct & answered).mean(), "answered": answered.mean(),
+                     "accuracy_answered": (correct & answered).sum() / answered.sum() if answered.any() else float("nan"),
+                     "n": len(g)})
     return pd.DataFrame(rows)

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from .prompts import FT_FORMATS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES_DIR = REPO_ROOT / "profiles"
 
@@ -85,7 +87,7 @@ class SlickConfig:
 class FinetuneConfig:
     """Fine-tuning (paper Sec. 4): zero-shot QA, loss on the answer only."""
 
-    ft_format: str = "qa"  # prompt format, see finetune.FORMATS
+    ft_format: str = "qa"  # prompt format, see prompts.FT_FORMATS
     alt_format: str = "unseen"  # chapter 4 also fits the linear model in this format ("" = skip)
     ft_lr: float = 3e-5  # constant learning rate (AdamW)
     ft_batch: int = 16
@@ -113,6 +115,7 @@ class StudyConfig:
     eq_dir: str = ""  # "" = the synthetic world; else a real ENTITYQUESTIONS folder
     device: str = "auto"  # "auto", "cpu", "cuda", ...
     dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16"
+    seed_scope: str = "finetune"  # what a seed varies: "finetune" (variant draw, data order) or "world" (also world, pretraining, SliCK)
 
 
 STAGES = (StudyConfig, WorldConfig, PretrainConfig, SlickConfig, FinetuneConfig)
@@ -194,16 +197,16 @@ def from_params(params: dict[str, Any]) -> Study:
 def _validate(s: Study) -> None:
     if s.slick.estimator not in ("sampling", "exact"):
         raise ConfigError(f"estimator must be 'sampling' or 'exact', got {s.slick.estimator!r}")
-    from .finetune import FORMATS
-
     for name in ("ft_format", "alt_format"):
         value = getattr(s.finetune, name)
-        if value not in FORMATS and not (name == "alt_format" and value == ""):
-            raise ConfigError(f"{name} must be one of {sorted(FORMATS)}, got {value!r}")
+        if value not in FT_FORMATS and not (name == "alt_format" and value == ""):
+            raise ConfigError(f"{name} must be one of {sorted(FT_FORMATS)}, got {value!r}")
     if s.finetune.ft_eval not in ("teacher", "generate"):
         raise ConfigError(f"ft_eval must be 'teacher' or 'generate', got {s.finetune.ft_eval!r}")
     if s.finetune.executor not in ("local", "ray"):
         raise ConfigError(f"executor must be 'local' or 'ray', got {s.finetune.executor!r}")
+    if s.study.seed_scope not in ("finetune", "world"):
+        raise ConfigError(f"seed_scope must be 'finetune' or 'world', got {s.study.seed_scope!r}")
     if not s.study.seeds:
         raise ConfigError("seeds must list at least one seed")
 

@@ -33,21 +33,7 @@ from tqdm.auto import tqdm
 from . import lm, store
 from .config import FinetuneConfig, config_hash
 from .metrics import exact_match
-
-# Prompt formats: (prompt template, answer template).  "qa" is the probe's own
-# line format, seen in pretraining; "unseen" is a format pretraining never used,
-# so fine-tuning must teach the model to expose what it knows in it.
-FORMATS = {
-    "qa": ("Q: {q} A:", " {a}\n"),
-    "unseen": ("Question: {q}\nAnswer:", " {a}\n"),
-}
-IDK = "I don't know"
-
-
-def _format(fmt: str) -> tuple[str, str]:
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown ft_format {fmt!r}; choose one of {sorted(FORMATS)}")
-    return FORMATS[fmt]
+from .prompts import IDK, answer, check_format, ft_prompt
 
 
 def encode_examples(tokenizer, questions: list[str], answers: list[str], fmt: str):
@@ -57,9 +43,9 @@ def encode_examples(tokenizer, questions: list[str], answers: list[str], fmt: st
         A list of ``(input_ids, labels)`` pairs; labels are -100 on the prompt
         tokens, so only the answer (and its closing newline) is learned.
     """
-    p_tpl, a_tpl = _format(fmt)
-    prompts = [p_tpl.format(q=q) for q in questions]
-    p_ids, a_ids = lm.encode(tokenizer, prompts, [a_tpl.format(a=a) for a in answers])
+    check_format(fmt)
+    prompts = [ft_prompt(fmt, q) for q in questions]
+    p_ids, a_ids = lm.encode(tokenizer, prompts, [answer(a) for a in answers])
     return [(p + a, [-100] * len(p) + a) for p, a in zip(p_ids, a_ids)]
 
 
@@ -79,7 +65,7 @@ def correct_flags(model, tokenizer, questions: list[str], answers: list[str], cf
 
     By teacher forcing (default) or by generating (``ft_eval: generate``).
     """
-    prompts = [_format(cfg.ft_format)[0].format(q=q) for q in questions]
+    prompts = [ft_prompt(cfg.ft_format, q) for q in questions]
     batch = cfg.ft_eval_batch
     if batch == 0:  # auto: from the free accelerator memory (128 on CPU)
         # Characters bound the token count from above (a token holds at least one, BOS aside).
@@ -88,8 +74,14 @@ def correct_flags(model, tokenizer, questions: list[str], answers: list[str], cf
     if cfg.ft_eval == "teacher":
         # Greedy flags only: the sampling probabilities are not needed here (about a fifth of the cost).
         return lm.score(model, tokenizer, prompts, answers, batch_size=batch, greedy_only=True).greedy_correct
-    greedy, _ = lm.decode(model, tokenizer, prompts, batch_size=batch)
-    return np.array([exact_match(g, a) for g, a in zip(greedy, answers)])
+    return np.array([exact_match(g, a) for g, a in zip(greedy_answers(model, tokenizer, questions, cfg), answers)])
+
+
+def greedy_answers(model, tokenizer, questions: list[str], cfg: FinetuneConfig) -> list[str]:
+    """The model's greedy answers, zero-shot in the fine-tuning format (generated, cut at the line end)."""
+    prompts = [ft_prompt(cfg.ft_format, q) for q in questions]
+    batch = cfg.ft_eval_batch or lm.auto_batch_size(model, max((len(p) for p in prompts), default=0) + 32, 128)
+    return lm.decode(model, tokenizer, prompts, batch_size=batch)[0]
 
 
 def _evaluate(model, tokenizer, train: pd.DataFrame, evals: pd.DataFrame, cfg: FinetuneConfig,
@@ -100,11 +92,17 @@ def _evaluate(model, tokenizer, train: pd.DataFrame, evals: pd.DataFrame, cfg: F
     fitted = correct_flags(model, tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg)
     rows.append(pd.DataFrame({"epoch": epoch, "split": "train", "example": np.arange(len(train)),
                               "category": train["category"].to_numpy(), "correct": fitted}))
-    correct = correct_flags(model, tokenizer, evals["question"].tolist(), evals["answer"].tolist(), cfg)
+    questions, golds = evals["question"].tolist(), evals["answer"].tolist()
     ev = pd.DataFrame({"epoch": epoch, "split": evals["split"].to_numpy(), "example": evals["example"].to_numpy(),
-                       "category": evals["category"].to_numpy(), "correct": correct})
-    if idk:  # D_IDK: did the model abstain?
-        ev["idk"] = correct_flags(model, tokenizer, evals["question"].tolist(), [IDK] * len(evals), cfg)
+                       "category": evals["category"].to_numpy()})
+    if idk:
+        # D_IDK (App. K): three outcomes per question from the greedy answer itself, so an
+        # abstention is recognised after the same normalisation as exact match ("i don't know.").
+        greedy = greedy_answers(model, tokenizer, questions, cfg)
+        ev["correct"] = [exact_match(g, a) for g, a in zip(greedy, golds)]
+        ev["idk"] = [exact_match(g, IDK) for g in greedy]
+    else:
+        ev["correct"] = correct_flags(model, tokenizer, questions, golds, cfg)
     rows.append(ev)
     return pd.concat(rows, ignore_index=True)
 
@@ -121,6 +119,9 @@ class RunSpec:
     dtype: str = "auto"  # bf16 on CUDA: with full fine-tuning prefer "float32" or LoRA (adapters stay fp32)
 
 
+# Bumped when what a run records changes (2: D_IDK abstentions read from generated answers).
+RECORDS_VERSION = 2
+
 # Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
 _NOT_IN_KEY = ("pct_unknown", "dataset_size", "alt_format", "workers", "executor",
                "ft_eval_batch")
@@ -132,7 +133,7 @@ def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame) -> Path:
     data_ev = pd.util.hash_pandas_object(evals[["question", "answer", "split"]]).sum().item()
     cfg = {k: v for k, v in dataclasses.asdict(spec.cfg).items() if k not in _NOT_IN_KEY}
     key = {"stage": "finetune", "model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
-           "cfg": cfg, "train": data, "evals": data_ev}
+           "cfg": cfg, "train": data, "evals": data_ev, "records": RECORDS_VERSION}
     return store.artifacts_root() / "finetune" / config_hash(key)
 
 
@@ -244,9 +245,13 @@ def _worker(args) -> str:
     return str(train_run(spec, train, evals, position=position))
 
 
-def run_all(jobs: list[tuple[RunSpec, pd.DataFrame]], evals: pd.DataFrame, workers: int = 1,
+def run_all(jobs: list[tuple[RunSpec, pd.DataFrame, pd.DataFrame]], workers: int = 1,
             executor: str = "local") -> list[Path]:
     """Execute every run not yet finished: ``workers`` at a time (local process pool), or as Ray tasks.
+
+    Args:
+        jobs: ``(spec, train, evals)`` per run: the run, its variant's examples and
+            the questions evaluated after each epoch (each seed's world has its own).
 
     Runs are independent: two single-threaded runs side by side use two cores
     better than one run with two threads, for models this small.  With
@@ -256,17 +261,17 @@ def run_all(jobs: list[tuple[RunSpec, pd.DataFrame]], evals: pd.DataFrame, worke
     cluster must be storage all machines share.  Either way finished runs are
     skipped and interrupted ones resume.
     """
-    todo = [(i, s, t) for i, (s, t) in enumerate(jobs) if not (run_dir(s, t, evals) / "done.json").exists()]
+    todo = [(s, t, e) for s, t, e in jobs if not (run_dir(s, t, e) / "done.json").exists()]
     bar = dict(total=len(todo), desc="fine-tuning runs", unit="run")
     if todo and executor == "ray":
-        _run_ray([(s, t, evals, 0) for _, s, t in todo], bar)
+        _run_ray([(s, t, e, 0) for s, t, e in todo], bar)
     elif todo and workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
-            list(tqdm(pool.map(_worker, [(s, t, evals, k % workers + 1) for k, (_, s, t) in enumerate(todo)]), **bar))
+            list(tqdm(pool.map(_worker, [(s, t, e, k % workers + 1) for k, (s, t, e) in enumerate(todo)]), **bar))
     else:
-        for _, s, t in tqdm(todo, disable=len(todo) < 2, **{k: v for k, v in bar.items() if k != "total"}):
-            train_run(s, t, evals)
-    return [run_dir(s, t, evals) for s, t in jobs]
+        for s, t, e in tqdm(todo, disable=len(todo) < 2, **{k: v for k, v in bar.items() if k != "total"}):
+            train_run(s, t, e)
+    return [run_dir(s, t, e) for s, t, e in jobs]
 
 
 def _run_ray(tasks: list[tuple], bar: dict) -> None:

@@ -30,6 +30,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from . import engine
+from .prompts import answer as answer_text  # " " + gold + the stop
 
 
 class ModelError(RuntimeError):
@@ -175,7 +176,7 @@ def _leading_ids(tokenizer) -> list[int]:
     """The special ids the tokenizer puts before the text (BOS), without any it appends (EOS)."""
     hit = _LEAD.get(tokenizer)
     if hit is None:
-        probe = "Q: x A:"
+        probe = "any text"  # only the special tokens around it matter
         plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
         full = tokenizer(probe)["input_ids"]
         starts = [k for k in range(len(full) - len(plain) + 1) if full[k:k + len(plain)] == plain]
@@ -217,7 +218,7 @@ def answer_ids(tokenizer, prompts: list[str], golds: list[str]):
         token containing the newline, and that token's text before the newline
         (for :func:`line_end_mask`; "" when the newline is a token of its own).
     """
-    p_ids, full = encode(tokenizer, prompts, [f" {g}\n" for g in golds])
+    p_ids, full = encode(tokenizer, prompts, [answer_text(g) for g in golds])
     texts = token_texts(tokenizer)
     c_ids, rests = [], []
     for ids in full:

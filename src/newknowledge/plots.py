@@ -22,17 +22,17 @@ with warnings.catch_warnings():  # scienceplots 2.x calls style helpers deprecat
     warnings.simplefilter("ignore", DeprecationWarning)
     import scienceplots  # noqa: F401  (registers the "science" styles)
 
-from .stats import CATEGORIES, summarize_seeds
+from . import categories, paper
+from .categories import ABBREV, CATEGORIES
+from .stats import summarize_seeds
+from .tidy import require_columns
 
 PALETTE = tuple(sns.color_palette("colorblind"))
 CATEGORY_COLORS = dict(zip(CATEGORIES, (PALETTE[0], PALETTE[2], PALETTE[1], PALETTE[3])))  # blue green orange red
 GROUP_COLORS = {"Known": PALETTE[0], "Unknown": PALETTE[3]}  # Unknown as in CATEGORY_COLORS
 DURATION_COLORS = {"EARLY_STOP": PALETTE[2], "CONVERGENCE": PALETTE[4]}
-PAPER_SHARES = {"HighlyKnown": 24, "MaybeKnown": 23, "WeaklyKnown": 17, "Unknown": 36}  # % of EQ train
-EXPOSURE_BUCKETS = ("0", "1", "2", "3-4", "5-8", "9-16", "17+")
 SPLIT_ORDER = ("train", "dev", "test", "ood_test")
 WIDTH = 6.5  # inches: the page width of the book
-_ABBREV = {"HighlyKnown": "HK", "MaybeKnown": "MK", "WeaklyKnown": "WK", "Unknown": "Unk"}
 _RC = {"text.usetex": False, "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "axes.prop_cycle":
        mpl.cycler(color=PALETTE), "legend.fontsize": 9, "legend.title_fontsize": 9, "xtick.labelsize": 9,
        "ytick.labelsize": 9, "xtick.minor.visible": False, "ytick.minor.visible": False}  # no minor ticks on categories
@@ -65,11 +65,6 @@ def save(fig, path) -> Path:
     return path
 
 
-def _require(df: pd.DataFrame, columns, name: str) -> None:
-    if missing := [c for c in columns if c not in df.columns]:
-        raise ValueError(f"{name} lacks column(s) {missing}; it has {list(df.columns)}")
-
-
 def _fig_ax(ax, height: float, width: float = WIDTH):
     return plt.subplots(figsize=(width, height), layout="constrained") if ax is None else (ax.figure, ax)
 
@@ -84,7 +79,7 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, legend: tuple | None = Non
 
 def _summary(df: pd.DataFrame, by: list[str], value: str, name: str) -> tuple[pd.DataFrame, str]:
     """Mean and 95% CI of ``value``, in %, per group of ``by``; a note on the seeds ("" for one)."""
-    _require(df, [*by, value], name)
+    require_columns(df, [*by, value], name)
     s = summarize_seeds(df, by, value)
     s[["mean", "ci_low", "ci_high"]] *= 100
     n = df["seed"].nunique() if "seed" in df.columns else 1
@@ -104,13 +99,6 @@ def _duration_key(name: str):  # EARLY_STOP, then "epoch k" by k, CONVERGENCE, a
 
 
 # Data: SliCK categories (Sec. 3)
-def _shares(table: pd.DataFrame, by: str) -> pd.DataFrame:  # % of each category per ``by``, and n
-    if extra := sorted(set(table["category"].dropna()) - set(CATEGORIES)):
-        raise ValueError(f"unknown categories {extra}; expected {CATEGORIES}")
-    counts = pd.crosstab(table[by], table["category"]).reindex(columns=list(CATEGORIES), fill_value=0)
-    return (counts.div(counts.sum(axis=1), axis=0) * 100).assign(n=counts.sum(axis=1))
-
-
 def _stacked_barh(ax, shares: pd.DataFrame, title: str) -> None:
     """Bars stacked by category; ``shares``: rows = bars (top first), columns CATEGORIES (%) and n (0: no label)."""
     y, left = np.arange(len(shares))[::-1], np.zeros(len(shares))
@@ -128,18 +116,18 @@ def _stacked_barh(ax, shares: pd.DataFrame, title: str) -> None:
 
 
 @style()
-def category_distribution(table: pd.DataFrame, paper: dict | None = PAPER_SHARES, ax=None):
+def category_distribution(table: pd.DataFrame, paper_shares: dict | None = paper.CATEGORY_SHARES, ax=None):
     """Share (%) of each SliCK category per split, and the paper's ENTITYQUESTIONS train shares.
 
     Args:
         table: one row per example: ``split``, ``category``.
-        paper: category -> %, drawn as the bar "paper (EQ train)"; None to omit.
+        paper_shares: category -> %, drawn as the bar "paper (EQ train)"; None to omit.
     """
-    _require(table, ["split", "category"], "table")
-    shares = _shares(table, "split")
+    require_columns(table, ["split", "category"], "table")
+    shares = categories.shares(table, "split")
     shares = shares.loc[sorted(shares.index, key=lambda s: (*SPLIT_ORDER, s).index(s))]  # other splits last
-    if paper is not None:
-        shares = pd.concat([shares, pd.DataFrame([paper], index=["paper (EQ train)"])]).fillna(0)
+    if paper_shares is not None:
+        shares = pd.concat([shares, pd.DataFrame([paper_shares], index=["paper (EQ train)"])]).fillna(0)
     fig, ax = _fig_ax(ax, 0.45 * len(shares) + 1.4)
     _stacked_barh(ax, shares, "SliCK categories per split")
     return fig, ax
@@ -152,41 +140,19 @@ def category_by_relation(table: pd.DataFrame, ax=None):
     Args:
         table: one row per example: ``relation``, ``category``, optionally ``split`` (then train rows only).
     """
-    _require(table, ["relation", "category"], "table")
+    require_columns(table, ["relation", "category"], "table")
     if "split" in table.columns:
         table = table[table["split"] == "train"]
-    shares = _shares(table, "relation").sort_values("Unknown")
+    shares = categories.shares(table, "relation").sort_values("Unknown")
     fig, ax = _fig_ax(ax, 0.3 * len(shares) + 1.4)
     _stacked_barh(ax, shares, "SliCK categories per relation (train)")
     return fig, ax
 
 
-def exposure_bucket(series: pd.Series) -> pd.Series:
-    """Exposure counts (>= 0) -> ordered categorical with categories 0, 1, 2, 3-4, 5-8, 9-16, 17+."""
-    x = pd.to_numeric(pd.Series(series), errors="raise")
-    if x.isna().any() or (x < 0).any():
-        raise ValueError("exposures must be non-negative numbers without NaN")
-    return pd.cut(x, [-0.5, 0.5, 1.5, 2.5, 4.5, 8.5, 16.5, np.inf], labels=list(EXPOSURE_BUCKETS), ordered=True)
-
-
-def exposure_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The matrix :func:`exposure_heatmap` draws: % of each category per exposure bucket.
-
-    Args:
-        table: one row per fact: ``exposures`` (int), ``category``.
-
-    Returns:
-        Index: the non-empty buckets, in order; columns: CATEGORIES (% of the row, sum 100) and ``n``.
-    """
-    _require(table, ["exposures", "category"], "table")
-    out = _shares(table.assign(bucket=exposure_bucket(table["exposures"])), "bucket").query("n > 0")
-    return out.set_axis(out.index.astype(str).rename("exposures"))
-
-
 @style()
 def exposure_heatmap(table: pd.DataFrame, ax=None):
     """Heat map of :func:`exposure_table` (same input): category mix per pre-training exposure bucket."""
-    data = exposure_table(table)
+    data = categories.exposure_table(table)
     fig, ax = _fig_ax(ax, 0.38 * len(data) + 1.6, width=6.0)
     cells = data[list(CATEGORIES)]
     sns.heatmap(cells, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=cells.map(lambda v: f"{v:.0f}%"), fmt="",
@@ -305,7 +271,7 @@ def linear_fit(points: pd.DataFrame, result, ax=None):
         points: one row per run x epoch: ``acc`` (0-1), ``kn``, ``unk`` (fitted Known/Unknown / |D|), ``variant``.
         result: a :class:`newknowledge.stats.LinearModelResult`; the equation shows coefficients x 100.
     """
-    _require(points, ["acc", "kn", "unk", "variant"], "points")
+    require_columns(points, ["acc", "kn", "unk", "variant"], "points")
     pred = (100 * (result.b0 + result.b_kn * points["kn"] + result.b_unk * points["unk"])).to_numpy()
     obs = (100 * points["acc"]).to_numpy()
     variants = list(pd.unique(points["variant"]))
@@ -353,7 +319,7 @@ def table2_heatmap(acc: pd.DataFrame, ax=None):
         for text in a.texts:  # cell centres are at (col + 0.5, row + 0.5)
             if text.get_text() == f"{np.nanmax(wide.iloc[:, int(text.get_position()[0])]):.1f}":
                 text.set_fontweight("bold")
-        a.set_xticks(np.arange(len(subsets)) + 0.5, [_ABBREV.get(c, c) for c in subsets], rotation=0)
+        a.set_xticks(np.arange(len(subsets)) + 0.5, [ABBREV.get(c, c) for c in subsets], rotation=0)
         a.set_yticks(np.arange(len(variants)) + 0.5, variants if i == 0 else [], rotation=0)
         a.tick_params(which="both", top=False, right=False, length=0)
         _finish(a, "test subset", "fine-tuning variant" if i == 0 else "", d)
@@ -371,7 +337,7 @@ def threshold_sweep(sweep: pd.DataFrame, slick_points: pd.DataFrame | None = Non
             (0-1), optionally ``threshold`` and ``seed`` (seeds averaged per threshold if given, else per share).
         slick_points: optional ``label``, ``share``, ``accuracy``: one marker each.
     """
-    _require(sweep, ["method", "share", "accuracy"], "sweep")
+    require_columns(sweep, ["method", "share", "accuracy"], "sweep")
     key = "threshold" if "threshold" in sweep.columns else "share"  # shares differ between seeds
     s, note = _summary(sweep, ["method", key], "accuracy", "sweep")
     if key == "threshold":  # the mean share of each threshold
@@ -381,7 +347,7 @@ def threshold_sweep(sweep: pd.DataFrame, slick_points: pd.DataFrame | None = Non
         _line(ax, s[s["method"] == m].assign(share=lambda g: 100 * g["share"]), "share", bool(note), label=m,
               color=PALETTE[(i + 4) % len(PALETTE)], lw=1.8, marker=".", ms=6)
     if slick_points is not None:
-        _require(slick_points, ["label", "share", "accuracy"], "slick_points")
+        require_columns(slick_points, ["label", "share", "accuracy"], "slick_points")
         for marker, (_, r) in zip("o^sDvP*X" * 4, slick_points.iterrows()):
             ax.scatter(100 * r["share"], 100 * r["accuracy"], s=55, marker=marker, color=GROUP_COLORS["Unknown"],
                        edgecolors="black", linewidths=0.6, zorder=4, label=str(r["label"]))
@@ -397,7 +363,7 @@ def idk_bars(table: pd.DataFrame, ax=None):
     Args:
         table: ``variant`` ("D", "D_IDK"), ``duration``, ``accuracy_answered``, ``answered`` (0-1), [``seed``].
     """
-    _require(table, ["variant", "duration", "accuracy_answered", "answered"], "table")
+    require_columns(table, ["variant", "duration", "accuracy_answered", "answered"], "table")
     t = table.assign(group=table["variant"].astype(str) + "\n" + table["duration"].astype(str),
                      **{"accuracy on answered": table["accuracy_answered"]})
     long = t.melt(id_vars=[c for c in ("group", "seed") if c in t.columns],

@@ -28,7 +28,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from . import store
+from . import prompts, store
 from .config import PretrainConfig, WorldConfig
 from .world import RELATIONS
 
@@ -38,16 +38,6 @@ _FILLER = (
     "This entry was added to the records.", "More details are given below.", "Sources agree on this.",
     "The archive lists several such facts.", "See also the related entries.", "This was noted long ago.",
 )
-
-
-def qa_line(question: str, answer: str) -> str:
-    """The probe's line format, shared by the corpus and SliCK's prompts."""
-    return f"Q: {question} A: {answer}\n"
-
-
-def check_prompt(question: str, answer: str) -> str:
-    """A verification line without its verdict: the model's P(True) is read after it."""
-    return f"Check: {question} {answer}. Verdict:"
 
 
 def documents(facts: pd.DataFrame, cfg: PretrainConfig, rng: np.random.Generator) -> list[str]:
@@ -72,11 +62,11 @@ def documents(facts: pd.DataFrame, cfg: PretrainConfig, rng: np.random.Generator
             if is_statement:
                 statements.append(forms[rng.integers(len(forms))].format(X=subj, Y=ans) + "\n")
             else:
-                qa.setdefault(rel, []).append(qa_line(q, ans))
+                qa.setdefault(rel, []).append(prompts.probe_line(q, ans))
             if verifies:
                 other = [a for a in pools[rel] if a != ans]
                 shown = ans if true or not other else other[rng.integers(len(other))]
-                verify.setdefault(rel, []).append(f"{check_prompt(q, shown)} {'True' if shown == ans else 'False'}\n")
+                verify.setdefault(rel, []).append(prompts.check_line(q, shown, shown == ans))
     docs: list[str] = []
     rng.shuffle(statements)
     i = 0

@@ -38,22 +38,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import lm, store
+from .categories import category, exact_category, p_any
 from .config import SlickConfig
-from .metrics import CATEGORIES, KNOWN, exact_match
-from .pretrain import qa_line
-
-
-
-def category(p_greedy: float, p_sample: float) -> str:
-    """The paper's rule (Sec. 3, Figure 2a): category from P_correct(T=0) and P_correct(T>0)."""
-    if not (0.0 <= p_greedy <= 1.0 and 0.0 <= p_sample <= 1.0):
-        raise ValueError(f"P_correct values must lie in [0, 1], got {p_greedy!r}, {p_sample!r}")
-    if p_greedy == 1.0:
-        return "HighlyKnown"
-    if p_greedy > 0.0:
-        return "MaybeKnown"
-    return "WeaklyKnown" if p_sample > 0.0 else "Unknown"
-
+from .metrics import exact_match
+from .prompts import probe_prompt
 
 def exemplar_sets(exemplars: pd.DataFrame, relations, cfg: SlickConfig) -> dict[str, list[list[int]]]:
     """``n_ex`` random sets of ``k_shot`` exemplar row positions per relation.
@@ -95,14 +83,8 @@ def prompts(table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig) -> p
         for j, chosen in enumerate(sets[rel]):
             # k_shot + 1 were drawn: drop the question itself if present, else the spare.
             use = [e for e in chosen if ex_q[e] != q][: cfg.k_shot]
-            prefix = "".join(qa_line(ex_q[e], ex_a[e]) for e in use)
-            rows.append((i, j, prefix + f"Q: {q} A:", prefix))
+            rows.append((i, j, *probe_prompt(q, [(ex_q[e], ex_a[e]) for e in use])))
     return pd.DataFrame(rows, columns=["example", "ex_set", "prompt", "prefix"])
-
-
-def _p_any(p: np.ndarray, n_samples: int) -> float:
-    """Probability that at least one of ``n_samples`` draws per prompt is correct."""
-    return float(1.0 - np.prod((1.0 - np.clip(p, 0.0, 1.0)) ** n_samples))
 
 
 def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig,
@@ -163,24 +145,13 @@ def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, c
     out["prompt_greedy"] = by["greedy_ok"].apply(list).to_numpy()
     out["prompt_sample"] = by["p_samp"].apply(list).to_numpy()
     if cfg.estimator == "exact":
-        out["p_any"] = by["p_samp"].apply(lambda p: _p_any(p.to_numpy(), cfg.n_samples)).to_numpy()
-        weak = out["p_any"] >= 0.5
-        out["category"] = [category(g, 1.0 if w else 0.0) for g, w in zip(out["p_greedy"], weak)]
+        out["p_any"] = by["p_samp"].apply(lambda p: p_any(p.to_numpy(), cfg.n_samples)).to_numpy()
+        out["category"] = [exact_category(g, a) for g, a in zip(out["p_greedy"], out["p_any"])]
         out["greedy_answers"] = None
     else:
         out["category"] = [category(g, s) for g, s in zip(out["p_greedy"], out["p_sample"])]
         out["greedy_answers"] = by["greedy"].apply(list).to_numpy()
     return out
-
-
-def categories_with(table: pd.DataFrame, n_ex: int, estimator: str, n_samples: int = 16) -> pd.Series:
-    """Categories as SliCK with only the first ``n_ex`` exemplar sets would give them (paper App. J)."""
-    cats = []
-    for g, s in zip(table["prompt_greedy"], table["prompt_sample"]):
-        g, s = np.asarray(g[:n_ex], dtype=float), np.asarray(s[:n_ex], dtype=float)
-        p_sample = (1.0 if _p_any(s, n_samples) >= 0.5 else 0.0) if estimator == "exact" else s.mean()
-        cats.append(category(g.mean(), p_sample))
-    return pd.Series(cats, index=table.index)
 
 
 def _device(model) -> torch.device:

@@ -159,6 +159,18 @@ def build(cfg: WorldConfig) -> Path:
     return path
 
 
+def facts(folder: Path) -> pd.DataFrame:
+    """Every fact of a stored world, in :func:`generate`'s order and columns (dev included).
+
+    Read back from ``exposures.csv`` (the questions rebuilt from the relation
+    templates), so pretraining gets the world without generating it again.
+    """
+    table = pd.read_csv(Path(folder) / "exposures.csv", keep_default_na=False,
+                        dtype={"split": str, "relation": str, "subject": str, "answer": str, "exposures": int})
+    table["question"] = [eq.TEMPLATES[r].replace("[X]", s) for r, s in zip(table["relation"], table["subject"])]
+    return table[["split", "relation", "subject", "answer", "question", "exposures"]]
+
+
 def load(folder: Path) -> pd.DataFrame:
     """Read a world folder with the ENTITYQUESTIONS loader, preprocessed, with exposures.
 
