@@ -69,7 +69,7 @@ JB_ARGS := book --config '$(CURDIR)/_config.yml' --toc '$(CURDIR)/book/_toc.yml'
 HTML_DIR := book/_build/html
 
 .PHONY: help setup check-profile notebooks html book test bench browser-test \
-	clean clean-artifacts
+	readme clean clean-artifacts
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -119,6 +119,9 @@ bench: setup  ## run the benchmarks (benchmarks/run_all.py)
 browser-test: setup  ## open every page of the built book in headless Chromium
 	@test -f $(HTML_DIR)/index.html || { echo "error: $(HTML_DIR)/index.html missing; run make book (or make html) first." >&2; exit 2; }
 	$(BIN)/python tools/browser_test.py $(HTML_DIR)
+
+readme: setup  ## copy the last build's findings summary (PROFILE) into README.md
+	$(BIN)/python tools/update_readme.py --profile $(PROFILE)
 
 clean:  ## remove the built HTML and the executed notebooks (keeps artifacts/)
 	rm -rf book/_build $(CHAPTERS_DIR) book/findings.ipynb

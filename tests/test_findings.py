@@ -104,3 +104,22 @@ def test_idk_relabelling_changes_only_unknown_answers():
     r = variants.relabel_idk(d)
     assert r.answer.tolist() == ["I don't know", "x", "I don't know", "z"]
     assert r.loc[[1, 3], "answer"].tolist() == d.loc[[1, 3], "answer"].tolist()
+
+
+def test_readme_summary_and_update(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    c = checks.Check("k", 2, "finding", "claim X", "s", "t", "p", "o", False)
+    text = findings.readme_summary([(2, c)], "quick")
+    assert "**Finding 2**" in text and "does not hold" in text and "claim X" in text
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
+    findings.save_summary([(2, c)], "quick")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- findings:start -->\nold\n<!-- findings:end -->\nrest\n")
+    tool = Path(__file__).resolve().parents[1] / "tools" / "update_readme.py"
+    out = subprocess.run([sys.executable, str(tool), "--readme", str(readme)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    new = readme.read_text()
+    assert "old" not in new and "claim X" in new and new.startswith("intro") and new.endswith("rest\n")

@@ -96,3 +96,31 @@ def to_html(collected: list[tuple[int, checks.Check]]) -> str:
     head = "<tr><th>#</th><th>finding</th><th>verdict</th><th>paper</th><th>ours (this build)</th><th>see</th></tr>"
     return (f"<div class='table-scroll'><table class='findings-table'><thead>{head}</thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def readme_summary(collected: list[tuple[int, checks.Check]], profile: str) -> str:
+    """The README's "what reproduces" paragraph, generated from this build's checks (Markdown).
+
+    ``make readme`` writes it between the README's ``findings`` markers, so the README says what the
+    last build's findings page says.
+    """
+    lines = [f"In the last `{profile}` build, finding by finding (every check and its threshold are on the "
+             "book's findings page):", ""]
+    for label, title, items in groups(collected):
+        cs = [c for _, c in items]
+        held = sum(bool(c.holds) for c in cs)
+        name = {"setup": "Preconditions", "beyond": "Beyond the paper"}.get(label, f"Finding {label}")
+        lines.append(f"- **{name}** ({title}): {checks.verdict(cs) if cs else 'no check'}, {held} of {len(cs)} "
+                     "checks hold." + ("" if held == len(cs) else " Not holding: " + "; ".join(
+                         c.claim for c in cs if not c.holds) + "."))
+    return "\n".join(lines) + "\n"
+
+
+def save_summary(collected: list[tuple[int, checks.Check]], profile: str):
+    """Write :func:`readme_summary` to ``<artifacts>/findings/<profile>.md`` (``make readme`` reads it)."""
+    from . import store
+
+    path = store.artifacts_root() / "findings" / f"{profile}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(readme_summary(collected, profile))
+    return path
