@@ -117,9 +117,9 @@ def test_readme_summary_and_update(tmp_path, monkeypatch):
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
     findings.save_summary([(2, c)], "quick")
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- findings:start -->\nold\n<!-- findings:end -->\nrest\n")
+    readme.write_text("intro\n<!-- findings:start -->\nSTALE TEXT\n<!-- findings:end -->\nrest\n")
     tool = Path(__file__).resolve().parents[1] / "tools" / "update_readme.py"
     out = subprocess.run([sys.executable, str(tool), "--readme", str(readme)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     new = readme.read_text()
-    assert "old" not in new and "claim X" in new and new.startswith("intro") and new.endswith("rest\n")
+    assert "STALE TEXT" not in new and "claim X" in new and new.startswith("intro") and new.endswith("rest\n")
