@@ -33,7 +33,7 @@ import torch
 
 from _common import load_default, matmul_gflops, report
 from bench_slick import GenerateBaseline
-from newknowledge import finetune, lm, pretrain, prompts
+from newknowledge import finetune, lm, pretrain, prompts, train_step
 from newknowledge.metrics import exact_match
 
 
@@ -84,7 +84,7 @@ def main() -> None:
 
             def batches(i, b=batch):
                 start = (i * b) % (len(examples) - b)
-                return finetune._collate(examples[start:start + b], tok.pad_token_id)
+                return train_step.collate(examples[start:start + b], tok.pad_token_id)
 
             peak = matmul_gflops(threads)
             r = _train_steps(m, batches, args.steps)

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from newknowledge import analysis, categories, chapters, checks, finetune, findings
+from newknowledge import categories, chapters, checks, finetune, findings
 from newknowledge.chapters import idk
 
 

@@ -91,6 +91,9 @@ class FinetuneConfig:
     alt_format: str = "unseen"  # chapter 4 also fits the linear model in this format ("" = skip)
     ft_lr: float = 3e-5  # constant learning rate (AdamW)
     ft_batch: int = 16
+    ft_micro_batch: int = 0  # rows per forward pass (gradients accumulated to ft_batch); 0 = auto
+    ft_precision: str = "model"  # "model" (the loaded dtype) or "bf16-mixed" (fp32 weights and AdamW, bf16 compute)
+    ft_checkpointing: bool = False  # activation checkpointing (less memory, ~30% more compute)
     ft_epochs: int = 40  # CONVERGENCE = the last epoch
     ft_weight_decay: float = 0.0
     pct_unknown: list = field(default_factory=lambda: [0, 25, 50, 75, 100])  # section-4 variants
@@ -203,6 +206,8 @@ def _validate(s: Study) -> None:
             raise ConfigError(f"{name} must be one of {sorted(FT_FORMATS)}, got {value!r}")
     if s.finetune.ft_eval not in ("teacher", "generate"):
         raise ConfigError(f"ft_eval must be 'teacher' or 'generate', got {s.finetune.ft_eval!r}")
+    if s.finetune.ft_precision not in ("model", "bf16-mixed"):
+        raise ConfigError(f"ft_precision must be 'model' or 'bf16-mixed', got {s.finetune.ft_precision!r}")
     if s.finetune.executor not in ("local", "ray"):
         raise ConfigError(f"executor must be 'local' or 'ray', got {s.finetune.executor!r}")
     if s.study.seed_scope not in ("finetune", "world"):

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import lm, store
+from . import lm, store, train_step
 from .config import FinetuneConfig, config_hash
 from .metrics import exact_match
 from .prompts import IDK, answer, check_format, ft_prompt
@@ -47,17 +47,6 @@ def encode_examples(tokenizer, questions: list[str], answers: list[str], fmt: st
     prompts = [ft_prompt(fmt, q) for q in questions]
     p_ids, a_ids = lm.encode(tokenizer, prompts, [answer(a) for a in answers])
     return [(p + a, [-100] * len(p) + a) for p, a in zip(p_ids, a_ids)]
-
-
-def _collate(pairs, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad to shape (batch, max_len): ids, attention mask, labels."""
-    width = max(len(ids) for ids, _ in pairs)
-    ids = torch.full((len(pairs), width), pad, dtype=torch.long)
-    labels = torch.full((len(pairs), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(pairs), width), dtype=torch.long)
-    for i, (x, y) in enumerate(pairs):
-        ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-    return ids, mask, labels
 
 
 def correct_flags(model, tokenizer, questions: list[str], answers: list[str], cfg: FinetuneConfig) -> np.ndarray:
@@ -160,7 +149,9 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
                                             **dataclasses.asdict(cfg)})
     torch.set_num_threads(cfg.ft_threads)
     torch.manual_seed(spec.seed)
-    model, tokenizer = lm.load(spec.model_path, device=spec.device, dtype=spec.dtype)
+    # Mixed precision keeps float32 weights and optimizer state (the forward pass casts to bf16).
+    dtype = "float32" if cfg.ft_precision == "bf16-mixed" else spec.dtype
+    model, tokenizer = train_step.prepare(*lm.load(spec.model_path, device=spec.device, dtype=dtype), cfg)
     if cfg.lora_rank > 0:
         model = _with_lora(model, cfg)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.ft_lr,
@@ -177,7 +168,6 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
         _evaluate(model, tokenizer, train, evals, cfg, 0, idk).to_parquet(path / "epoch_000.parquet")
         start = 1
     examples = encode_examples(tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg.ft_format)
-    device = next(model.parameters()).device
     bar = tqdm(range(start, cfg.ft_epochs + 1), desc=f"{spec.variant} s{spec.seed}", position=position,
                leave=False, unit="epoch")
     for n, epoch in enumerate(bar):
@@ -185,12 +175,8 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
             return path
         model.train()
         order = np.random.default_rng([spec.seed, epoch]).permutation(len(examples))
-        for i in range(0, len(order), cfg.ft_batch):
-            ids, mask, labels = _collate([examples[j] for j in order[i:i + cfg.ft_batch]], tokenizer.pad_token_id)
-            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for i in range(0, len(order), cfg.ft_batch):  # micro-batches, precision: see train_step
+            train_step.step(model, [examples[j] for j in order[i:i + cfg.ft_batch]], tokenizer.pad_token_id, opt, cfg)
         records = _evaluate(model, tokenizer, train, evals, cfg, epoch, idk)
         torch.save({"model": _trainable_state(model), "opt": opt.state_dict(), "epoch": epoch}, path / "checkpoint.tmp")
         os.replace(path / "checkpoint.tmp", path / "checkpoint.pt")
