@@ -22,8 +22,8 @@ MARGIN = 0.02
 ALPHA = 0.05
 
 
-def _paired(wide: pd.DataFrame, fn) -> dict[int, tuple[float, bool]]:
-    """Per seed: (mean of ``fn(rows)`` per question, p-value pair) via App. I's chunked test."""
+def _paired(wide: pd.DataFrame, fn) -> dict:
+    """Per seed: App. I's chunked test of ``fn(rows)``, a per-question quantity (a :class:`Mean`)."""
     return {s: chunked_mean(v, seed=s) for s, v in per_seed(wide, fn).items() if len(v) >= 4}
 
 
@@ -104,6 +104,9 @@ def neutral_at_early_stop(records: pd.DataFrame, split: str = "test") -> Check:
     parts, ok = [], True
     for x in xs:
         tests = _paired(wide, lambda r: r[name("unknown", x)] - r[name("known", x)])
+        if not tests:
+            return Check("harm.neutral", 2, "finding", claim, stat, thr, "almost identical",
+                         "fewer than 4 test questions", None)
         m = pooled(list(tests.values()))
         lo, hi = m.ci(0.90)
         ok &= m.equivalent(MARGIN, ALPHA)
