@@ -259,9 +259,9 @@ def test_threshold_sweep_pairs_seeds_by_threshold():
 
 
 def test_style_is_latex_free_and_readable():
-    with plots.style():
-        assert matplotlib.rcParams["text.usetex"] is False
-        assert min(matplotlib.rcParams[k] for k in ("font.size", "legend.fontsize", "xtick.labelsize")) >= 9
+    plots.use()
+    assert matplotlib.rcParams["text.usetex"] is False
+    assert min(matplotlib.rcParams[k] for k in ("font.size", "legend.fontsize", "xtick.labelsize")) >= 9
 
 
 def test_every_figure_of_a_notebook_is_displayed(tmp_path):

@@ -1,13 +1,13 @@
 """The paper's figures from tidy tables: Fig. 1, 3a, 3b, 4, 5, Tables 1, 2 and 8, and plots of the data.
 
-Each function takes tidy DataFrames and an optional ``ax``, draws in :func:`style`, returns ``(fig, ax)``.
+Each function takes tidy DataFrames and an optional ``ax``, draws in the book's style (:func:`use`), returns ``(fig, ax)``.
 Accuracies are fractions in [0, 1], drawn in %. Several seeds (a ``seed`` column) give the mean and a t-based
 95% interval over seeds (:func:`newknowledge.stats.summarize_seeds`). Colours are fixed (colour-blind palette).
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import re
 import warnings
 from pathlib import Path
@@ -39,29 +39,31 @@ _RC = {"text.usetex": False, "font.size": 10, "axes.titlesize": 11, "axes.labels
 
 
 def use() -> None:
-    """Apply :func:`style` globally (notebooks: figures drawn inline get the same look)."""
+    """The book's look, applied globally: scienceplots' "science" + "no-latex" styles, readable font sizes.
+
+    The one style entry point: notebooks call it once (``pipeline.start`` does) and every plot
+    function calls it before drawing.  It restores nothing on purpose: restoring matplotlib's
+    settings after a figure (``rc_context``) switches off the inline backend's display of every
+    later figure in a notebook (measured: only the first figure of a chapter showed).
+    """
     plt.style.use(["science", "no-latex"])
     mpl.rcParams.update(_RC)
 
 
-@contextlib.contextmanager
-def style():
-    """The book's look: scienceplots' "science" + "no-latex" styles, readable font sizes.
-
-    A context manager or ``@style()`` decorator that applies :func:`use`
-    globally and restores nothing: restoring matplotlib's settings on exit
-    (``rc_context``) switches off the inline backend's display of every later
-    figure in a notebook (measured: only the first figure of a chapter showed).
-    """
-    use()
-    yield
+def _styled(draw):
+    """Decorator: apply :func:`use` before a plot function draws."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        use()
+        return draw(*args, **kwargs)
+    return wrapper
 
 
 def save(fig, path) -> Path:
     """Write ``fig`` as PNG at dpi 150 with a tight bounding box, creating parent folders; returns the path."""
     (path := Path(path)).parent.mkdir(parents=True, exist_ok=True)
-    with style():
-        fig.savefig(path, dpi=150, bbox_inches="tight", format="png")
+    use()
+    fig.savefig(path, dpi=150, bbox_inches="tight", format="png")
     return path
 
 
@@ -115,7 +117,7 @@ def _stacked_barh(ax, shares: pd.DataFrame, title: str) -> None:
     _finish(ax, "share of examples (%)", "", title, pad=22)
 
 
-@style()
+@_styled
 def category_distribution(table: pd.DataFrame, paper_shares: dict | None = paper.CATEGORY_SHARES, ax=None):
     """Share (%) of each SliCK category per split, and the paper's ENTITYQUESTIONS train shares.
 
@@ -133,7 +135,7 @@ def category_distribution(table: pd.DataFrame, paper_shares: dict | None = paper
     return fig, ax
 
 
-@style()
+@_styled
 def category_by_relation(table: pd.DataFrame, ax=None):
     """Category shares (%) per relation, most Unknown at the bottom.
 
@@ -149,7 +151,7 @@ def category_by_relation(table: pd.DataFrame, ax=None):
     return fig, ax
 
 
-@style()
+@_styled
 def exposure_heatmap(table: pd.DataFrame, ax=None):
     """Heat map of :func:`exposure_table` (same input): category mix per pre-training exposure bucket."""
     data = categories.exposure_table(table)
@@ -165,7 +167,7 @@ def exposure_heatmap(table: pd.DataFrame, ax=None):
 
 
 # Fine-tuning on Unknown examples (Sec. 4)
-@style()
+@_styled
 def accuracy_vs_unknown(acc: pd.DataFrame, ax=None, title: str = "Test accuracy vs % Unknown in D"):
     """Figure 3a: test accuracy (%) vs % Unknown, one line per training duration.
 
@@ -185,7 +187,7 @@ def accuracy_vs_unknown(acc: pd.DataFrame, ax=None, title: str = "Test accuracy 
     return fig, ax
 
 
-@style()
+@_styled
 def d_vs_dknown(acc: pd.DataFrame, ax=None):
     """Figure 3b: D (solid) vs D_Known (dashed), one colour per duration.
 
@@ -204,7 +206,7 @@ def d_vs_dknown(acc: pd.DataFrame, ax=None):
     return fig, ax
 
 
-@style()
+@_styled
 def training_curves(curves: pd.DataFrame, early_stop: float | None = None, ax=None):
     """Figure 1: accuracy (%) per epoch for each series, EARLY_STOP marked by a dotted line.
 
@@ -247,7 +249,7 @@ def _grouped_bars(ax, s: pd.DataFrame, x: str, hue: str, colors: dict, band: boo
     return containers
 
 
-@style()
+@_styled
 def fitted_at_early_stop(shares: pd.DataFrame, ax=None):
     """Figure 4: % of the Known and of the Unknown train examples fitted at EARLY_STOP, per variant.
 
@@ -263,7 +265,7 @@ def fitted_at_early_stop(shares: pd.DataFrame, ax=None):
     return fig, ax
 
 
-@style()
+@_styled
 def linear_fit(points: pd.DataFrame, result, ax=None):
     """Table 1's linear model: observed vs predicted test accuracy (%), one colour per variant.
 
@@ -293,7 +295,7 @@ def linear_fit(points: pd.DataFrame, result, ax=None):
 
 
 # Knowledge types (Sec. 5), SliCK vs P(True) (Sec. 6), "I don't know" (Table 8)
-@style()
+@_styled
 def table2_heatmap(acc: pd.DataFrame, ax=None):
     """Table 2: an annotated heat map per duration, best per column bold; returns ``(fig, axes)``.
 
@@ -328,7 +330,7 @@ def table2_heatmap(acc: pd.DataFrame, ax=None):
     return fig, axes
 
 
-@style()
+@_styled
 def threshold_sweep(sweep: pd.DataFrame, slick_points: pd.DataFrame | None = None, ax=None):
     """Figure 5: accuracy after fine-tuning on the test examples labelled Unknown vs their share (%).
 
@@ -356,7 +358,7 @@ def threshold_sweep(sweep: pd.DataFrame, slick_points: pd.DataFrame | None = Non
     return fig, ax
 
 
-@style()
+@_styled
 def idk_bars(table: pd.DataFrame, ax=None):
     """Table 8: accuracy on the answered questions and % answered, side by side, per variant and duration.
 
