@@ -77,8 +77,8 @@ class SlickConfig:
     top_k: int = 40  # sampling from the top-k tokens
     max_new_tokens: int = 16  # answers are cut at the end of the line
     estimator: str = "sampling"  # "sampling" (the paper's) or "exact" (see slick.py)
-    slick_batch: int = 64  # prompts per forward pass (0 = from free GPU memory)
-    compare_n: int = 200  # chapter 6: test questions categorised by both estimators; 0 = auto (free GPU memory; 64 on CPU)
+    slick_batch: int = 64  # prompts per forward pass (0: from the free GPU memory)
+    compare_n: int = 200  # chapter 6: test questions categorised by both estimators; 0: auto (free GPU memory; 64 on CPU)
 
 
 @dataclass(frozen=True)
@@ -86,21 +86,21 @@ class FinetuneConfig:
     """Fine-tuning (paper Sec. 4): zero-shot QA, loss on the answer only."""
 
     ft_format: str = "qa"  # prompt format, see finetune.FORMATS
-    alt_format: str = "unseen"  # chapter 4 also fits the linear model in this format ("" = skip)
+    alt_format: str = "unseen"  # chapter 4 also fits the linear model in this format ("" to skip)
     ft_lr: float = 3e-5  # constant learning rate (AdamW)
     ft_batch: int = 16
-    ft_epochs: int = 40  # CONVERGENCE = the last epoch
+    ft_epochs: int = 40  # CONVERGENCE is the last epoch
     ft_weight_decay: float = 0.0
     pct_unknown: list = field(default_factory=lambda: [0, 25, 50, 75, 100])  # section-4 variants
-    dataset_size: int = 0  # |D|; 0 = the paper's rule (sum of smallest categories)
+    dataset_size: int = 0  # |D|; 0: the paper's rule (sum of smallest categories)
     ft_eval: str = "teacher"  # "teacher" (one forward pass) or "generate"
-    ft_eval_batch: int = 128  # questions per evaluation pass; 0 = auto (free GPU memory; 128 on CPU)
+    ft_eval_batch: int = 128  # questions per evaluation pass; 0: auto (free GPU memory; 128 on CPU)
     ft_threads: int = 1  # torch threads per run (runs go side by side)
     workers: int = 2  # runs executed in parallel
     executor: str = "local"  # "local" (process pool) or "ray" (Ray tasks; pip install '.[ray]')
-    lora_rank: int = 0  # 0 = full fine-tuning (the paper); >0 = LoRA via peft
+    lora_rank: int = 0  # 0: full fine-tuning (the paper); above 0: LoRA via peft, this rank
     lora_alpha: int = 16
-    lora_targets: str = ""  # comma-separated module names; "" = peft's default
+    lora_targets: str = ""  # comma-separated module names; "": peft's default
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,8 @@ class StudyConfig:
 
     profile: str = "quick"  # the profile these parameters came from
     seeds: list = field(default_factory=lambda: [0])  # fine-tuning seeds (variant draw, order)
-    model: str = ""  # "" = pretrain the controlled world's model; else a path or HF model id
-    eq_dir: str = ""  # "" = the synthetic world; else a real ENTITYQUESTIONS folder
+    model: str = ""  # "": pretrain the controlled world's model; else a local folder or a Hugging Face id
+    eq_dir: str = ""  # "": the synthetic world; else a real ENTITYQUESTIONS folder
     device: str = "auto"  # "auto", "cpu", "cuda", ...
     dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16"
 
@@ -276,6 +276,11 @@ def parameters_cell(profile: str = "quick") -> str:
     Values are the profile's (``quick`` by default, what a notebook opened by
     hand runs); ``tools/sync_notebooks.py`` writes this into every notebook and
     a test checks that none has drifted.
+
+    Each line is ``name: type = value  # comment`` with exactly one ``=``:
+    papermill's parser (``papermill --help-notebook``, and the list of known
+    names behind its "Passed unknown parameter" warning) skips any line with a
+    second ``=``, so a comment or value holding one raises :class:`ConfigError`.
     """
     params = from_params(load_profile(profile)).params()
     comments = _field_comments()
@@ -284,7 +289,13 @@ def parameters_cell(profile: str = "quick") -> str:
         lines.append(f"# {stage.__doc__.splitlines()[0]}")
         for f in fields(stage):
             note = f"  # {comments[f.name]}" if f.name in comments else ""
-            lines.append(f"{f.name}: {f.type} = {params[f.name]!r}{note}")
+            line = f"{f.name}: {f.type} = {params[f.name]!r}{note}"
+            if line.count("=") != 1 or "#" in repr(params[f.name]):
+                raise ConfigError(
+                    f"parameter line {line!r} cannot be read by papermill: its comment or value holds "
+                    f"'=' or '#'; reword the comment of {f.name} in config.py (e.g. '0: auto', not '0 = auto')"
+                )
+            lines.append(line)
     return "\n".join(lines)
 
 
