@@ -373,7 +373,8 @@ def decode(model, tokenizer, prompts: list[str], *, n_samples: int = 0, temperat
                 cache.batch_select_indices(parent)  # rows split or finished: copy the surviving rows' cache
                 mask, pos = mask[parent], pos[parent]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], past_key_values=cache)
+            out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None],
+                        **engine.with_cache(cache))
             logits, pos = out.logits[:, -1], pos + 1
         for rows, toks, counts, greedy_flags in done:
             texts = tokenizer.batch_decode(toks.tolist(), skip_special_tokens=True)
