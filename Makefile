@@ -2,7 +2,7 @@
 #
 #   make book                 set up .venv, execute every notebook, build the HTML
 #   make test                 set up .venv, run the test suite
-#   make book PROFILE=full    another parameter profile (profiles/<name>.yaml)
+#   make book PROFILE=full    another parameter profile (src/newknowledge/profiles/<name>.yaml)
 #   make book PROFILE=paper MODEL=/path/or/hf-id EQ_DIR=/path/to/entityquestions/dataset
 #   make book PARAMS="-p ft_lr 1e-4"          extra papermill parameters
 #   make notebooks NOTEBOOKS=notebooks/02_unknown_harm.ipynb   one notebook only
@@ -34,7 +34,9 @@ TORCH := torch==2.13.0
 # Notebook execution
 # ---------------------------------------------------------------------------
 PROFILE ?= quick
-PROFILE_FILE := profiles/$(PROFILE).yaml
+# The profiles are package data, so an installed package has them too.
+PROFILES_DIR := src/newknowledge/profiles
+PROFILE_FILE := $(PROFILES_DIR)/$(PROFILE).yaml
 MODEL ?=
 EQ_DIR ?=
 PARAMS ?=
@@ -86,7 +88,7 @@ $(STAMP): pyproject.toml
 check-profile:
 	@test -f '$(PROFILE_FILE)' || { \
 		echo "error: no profile '$(PROFILE)': $(PROFILE_FILE) does not exist." >&2; \
-		avail=$$(ls profiles/*.yaml 2>/dev/null | sed -e 's|^profiles/||' -e 's|\.yaml$$||' | xargs || true); \
+		avail=$$(ls $(PROFILES_DIR)/*.yaml 2>/dev/null | sed -e 's|^.*/||' -e 's|\.yaml$$||' | xargs || true); \
 		echo "Available profiles: $${avail:-none}. Use make book PROFILE=<name>." >&2; \
 		exit 2; }
 

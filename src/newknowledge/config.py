@@ -2,7 +2,7 @@
 
 One frozen dataclass per stage (world, pretraining, SliCK, fine-tuning), with
 commented defaults.  Every field has a *unique flat name*, so a profile
-(``profiles/<name>.yaml``) and a notebook's papermill ``parameters`` cell are
+(``profiles/<name>.yaml`` inside the package) and a notebook's papermill ``parameters`` cell are
 both plain ``name: value`` lists, and :func:`from_params` routes each name to
 its stage.  Unknown names and wrong types fail loudly (papermill only warns).
 """
@@ -19,8 +19,34 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROFILES_DIR = REPO_ROOT / "profiles"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The profiles ship inside the package (package data), so an installed copy
+# finds them as well as a source checkout does.
+PROFILES_DIR = PACKAGE_DIR / "profiles"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout the package is imported from (``pip install -e .``), or None.
+
+    None for an installed copy (a wheel in site-packages): there is no
+    repository around it, and paths that default to the checkout (the
+    artifacts folder) fall back to the current directory instead.
+    """
+    root = PACKAGE_DIR.parents[1]
+    if PACKAGE_DIR == root / "src" / "newknowledge" and (root / "pyproject.toml").is_file():
+        return root
+    return None
+
+
+def profile_path(name: str) -> Path:
+    """The YAML file of profile ``name`` (what ``papermill -f`` takes)."""
+    return PROFILES_DIR / f"{name}.yaml"
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a reader would type it: relative to the checkout when there is one."""
+    root = checkout_root()
+    return str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
 
 
 class ConfigError(ValueError):
@@ -213,20 +239,20 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name: str) -> dict[str, Any]:
-    """Read ``profiles/<name>.yaml`` (flat parameters) and check its names."""
-    path = PROFILES_DIR / f"{name}.yaml"
+    """Read the profile ``name`` (flat parameters, see :func:`profile_path`) and check its names."""
+    path = profile_path(name)
     if not path.exists():
         raise ConfigError(
-            f"unknown profile {name!r}: no file {path.name} in profiles/; "
+            f"unknown profile {name!r}: no file {path.name} in {_shown(PROFILES_DIR)}; "
             f"available: {', '.join(available_profiles())}"
         )
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict):
-        raise ConfigError(f"{path}: a profile must be a mapping of parameter: value")
+        raise ConfigError(f"{_shown(path)}: a profile must be a mapping of parameter: value")
     try:
         from_params(params)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{_shown(path)}: {err}") from None
     return params
 
 
@@ -239,7 +265,7 @@ def from_namespace(namespace: dict[str, Any]) -> Study:
     Called right after the ``parameters`` cell: every global that is not
     IPython's own, private or a module must be a known parameter, so a mistyped
     ``papermill -p`` name fails here instead of being silently ignored.  The
-    values are the parameters (papermill's ``-f profiles/NAME.yaml`` injects a
+    values are the parameters (papermill's ``-f`` with a profile's YAML injects a
     whole profile); a value that differs from the named profile is reported.
     """
     given = {
@@ -252,7 +278,7 @@ def from_namespace(namespace: dict[str, Any]) -> Study:
     differ = {k: given[k] for k, v in profile.items() if k in given and given[k] != v}
     if differ:
         print(f"note: these parameters differ from profile {study.study.profile!r}: {differ} "
-              f"(to run a whole profile, pass papermill -f profiles/{study.study.profile}.yaml)")
+              f"(to run a whole profile, pass papermill -f {_shown(profile_path(study.study.profile))})")
     return study
 
 
@@ -284,7 +310,8 @@ def parameters_cell(profile: str = "quick") -> str:
     """
     params = from_params(load_profile(profile)).params()
     comments = _field_comments()
-    lines = [f"# Parameters (profile {profile!r}); papermill -f profiles/NAME.yaml or -p NAME VALUE overrides them."]
+    lines = [f"# Parameters (profile {profile!r}); papermill -f src/newknowledge/profiles/NAME.yaml "
+             "or -p NAME VALUE overrides them."]
     for stage in STAGES:
         lines.append(f"# {stage.__doc__.splitlines()[0]}")
         for f in fields(stage):
