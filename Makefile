@@ -60,9 +60,10 @@ PAPERMILL_ARGS = -k python3 --no-log-output -f $(PROFILE_FILE) \
 # layout: --toc must be an absolute path (a relative one is resolved against
 # book/, giving book/book/_toc.yml), and --path-output must be given, or the
 # output goes next to the config file (./_build) instead of book/_build.
-# book/_toc.yml is rewritten by tools/make_toc.py before each build from the
-# chapters executed so far, so a chapter not yet run neither breaks the strict
-# build nor is silently dropped.
+# book/_toc.yml is written by hand and lists every chapter: tools/check_toc.py
+# stops the build when a listed chapter has not been executed (or a notebook or
+# executed chapter is not listed), so no chapter can silently drop out; then
+# tools/fold_parameters.py folds each executed notebook's parameter cells.
 # -n reports every broken reference, -W turns warnings into errors, and
 # --keep-going lists them all before failing. --all starts from a fresh Sphinx
 # environment, so warnings of unchanged pages are reported again.
@@ -105,7 +106,8 @@ notebooks: setup check-profile  ## execute notebooks/*.ipynb into book/chapters/
 	done
 
 html: setup  ## build the HTML from the executed copies only (no execution)
-	$(BIN)/python tools/make_toc.py
+	$(BIN)/python tools/check_toc.py
+	$(BIN)/python tools/fold_parameters.py
 	$(BIN)/jupyter-book build $(JB_ARGS)
 	@echo "Book: $(HTML_DIR)/index.html"
 
