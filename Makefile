@@ -120,9 +120,9 @@ bench: setup  ## run the benchmarks (benchmarks/run_all.py)
 	@test -f benchmarks/run_all.py || { echo "error: benchmarks/run_all.py does not exist yet." >&2; exit 2; }
 	$(BIN)/python benchmarks/run_all.py
 
-browser-test: setup  ## open every page of the built book in headless Chromium
+browser-test: setup  ## open every page of the built book in headless Chromium (Playwright)
 	@test -f $(HTML_DIR)/index.html || { echo "error: $(HTML_DIR)/index.html missing; run make book (or make html) first." >&2; exit 2; }
-	$(BIN)/python tools/browser_test.py $(HTML_DIR)
+	$(BIN)/python -m pytest tests/test_browser.py -m book --book-html '$(HTML_DIR)' -rA
 
 clean:  ## remove the built HTML and the executed notebooks (keeps artifacts/)
 	rm -rf book/_build $(CHAPTERS_DIR) book/findings.ipynb
