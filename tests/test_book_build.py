@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -124,3 +125,6 @@ def test_committed_toc_builds_strictly_with_every_page(tmp_path):
         assert (html / f"{page}.html").is_file(), page
     # MathJax is served from the build itself, not from a CDN.
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    # The footer carries the year of the build (_config.yml's %Y, tools/book_fixes.py).
+    footer = (html / "intro.html").read_text()
+    assert f"Copyright {time.gmtime().tm_year}." in footer and "%Y" not in footer
