@@ -43,10 +43,13 @@ PARAMS ?=
 NOTEBOOKS ?= $(sort $(wildcard notebooks/*.ipynb))
 CHAPTERS_DIR := book/chapters
 # The package anchors its paths (artifacts/, data) to its own location, so the
-# notebooks run from the repository root; no --cwd is needed. The progress bar
-# stays on (papermill's default); cell output goes to the executed notebook,
-# not to the log.
-PAPERMILL_ARGS = -k python3 --no-log-output -f $(PROFILE_FILE) \
+# notebooks run from the repository root; no --cwd is needed. Each notebook
+# runs through tools/run_notebook.py (papermill's Python API, papermill's -f/-p
+# options): the terminal shows the package's progress bars (pretraining steps,
+# SliCK chunks, fine-tuning runs and epochs) instead of papermill's cell
+# counter, cell output goes to the executed notebook, and a failing notebook
+# ends with its error in one line.
+NOTEBOOK_ARGS = -k python3 -f $(PROFILE_FILE) \
 	$(if $(MODEL),-p model '$(MODEL)') \
 	$(if $(EQ_DIR),-p eq_dir '$(EQ_DIR)') \
 	$(PARAMS)
@@ -96,13 +99,12 @@ check-profile:
 notebooks: setup check-profile  ## execute notebooks/*.ipynb into book/chapters/ (the findings page into book/)
 	@mkdir -p $(CHAPTERS_DIR)
 	@test -n '$(NOTEBOOKS)' || echo "No notebooks in notebooks/: nothing to execute."
-	@for nb in $(NOTEBOOKS); do \
+	@n=0; total=$(words $(NOTEBOOKS)); for nb in $(NOTEBOOKS); do \
+		n=$$((n + 1)); \
 		out=$(CHAPTERS_DIR)/$$(basename "$$nb"); \
 		case "$$nb" in *_findings.ipynb) out=book/findings.ipynb;; esac; \
-		echo "== $$nb -> $$out (profile $(PROFILE))"; \
-		start=$$(date +%s); \
-		$(BIN)/papermill "$$nb" "$$out" $(PAPERMILL_ARGS); \
-		echo "== $$nb done in $$(( $$(date +%s) - start )) s"; \
+		echo "== [$$n/$$total] $$nb -> $$out (profile $(PROFILE))"; \
+		$(BIN)/python tools/run_notebook.py "$$nb" "$$out" $(NOTEBOOK_ARGS); \
 	done
 
 html: setup  ## build the HTML from the executed copies only (no execution)

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import lm, store
 from .config import FinetuneConfig, config_hash
 from .metrics import exact_match
+from .progress import tqdm
 
 # Prompt formats: (prompt template, answer template).  "qa" is the probe's own
 # line format, seen in pretraining; "unseen" is a format pretraining never used,

@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import lm, store
 from .config import SlickConfig
 from .metrics import CATEGORIES, KNOWN, exact_match
 from .pretrain import qa_line
+from .progress import tqdm
 
 
 
