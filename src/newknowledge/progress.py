@@ -35,7 +35,9 @@ def tqdm(*args, **kwargs):
         kwargs.setdefault("file", sys.__stderr__)
         kwargs.setdefault("dynamic_ncols", True)
         if not sys.__stderr__.isatty():
+            # maxinterval too: tqdm's monitor thread otherwise forces a line every 10 s.
             kwargs.setdefault("mininterval", LOG_INTERVAL_S)
+            kwargs.setdefault("maxinterval", LOG_INTERVAL_S)
         return std(*args, **kwargs)
     from tqdm.auto import tqdm as auto
 
