@@ -2,7 +2,7 @@
 
 One frozen dataclass per stage (world, pretraining, SliCK, fine-tuning), with
 commented defaults.  Every field has a *unique flat name*, so a profile
-(``profiles/<name>.yaml``) and a notebook's papermill ``parameters`` cell are
+(``profiles/<name>.yaml`` inside the package) and a notebook's papermill ``parameters`` cell are
 both plain ``name: value`` lists, and :func:`from_params` routes each name to
 its stage.  Unknown names and wrong types fail loudly (papermill only warns).
 """
@@ -21,8 +21,34 @@ import yaml
 
 from .prompts import FT_FORMATS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROFILES_DIR = REPO_ROOT / "profiles"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The profiles ship inside the package (package data), so an installed copy
+# finds them as well as a source checkout does.
+PROFILES_DIR = PACKAGE_DIR / "profiles"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout the package is imported from (``pip install -e .``), or None.
+
+    None for an installed copy (a wheel in site-packages): there is no
+    repository around it, and paths that default to the checkout (the
+    artifacts folder) fall back to the current directory instead.
+    """
+    root = PACKAGE_DIR.parents[1]
+    if PACKAGE_DIR == root / "src" / "newknowledge" and (root / "pyproject.toml").is_file():
+        return root
+    return None
+
+
+def profile_path(name: str) -> Path:
+    """The YAML file of profile ``name`` (what ``papermill -f`` takes)."""
+    return PROFILES_DIR / f"{name}.yaml"
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a reader would type it: relative to the checkout when there is one."""
+    root = checkout_root()
+    return str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
 
 
 class ConfigError(ValueError):
@@ -79,8 +105,8 @@ class SlickConfig:
     top_k: int = 40  # sampling from the top-k tokens
     max_new_tokens: int = 16  # answers are cut at the end of the line
     estimator: str = "sampling"  # "sampling" (the paper's) or "exact" (see slick.py)
-    slick_batch: int = 64  # prompts per forward pass (0 = from free GPU memory)
-    compare_n: int = 200  # chapter 6: test questions categorised by both estimators; 0 = auto (free GPU memory; 64 on CPU)
+    slick_batch: int = 64  # prompts per forward pass (0: from the free GPU memory)
+    compare_n: int = 200  # chapter 6: test questions categorised by both estimators; 0: auto (free GPU memory; 64 on CPU)
 
 
 @dataclass(frozen=True)
@@ -88,24 +114,24 @@ class FinetuneConfig:
     """Fine-tuning (paper Sec. 4): zero-shot QA, loss on the answer only."""
 
     ft_format: str = "qa"  # prompt format, see prompts.FT_FORMATS
-    alt_format: str = "unseen"  # chapter 4 also fits the linear model in this format ("" = skip)
+    alt_format: str = "unseen"  # chapter 4 also fits the linear model in this format ("" to skip)
     ft_lr: float = 3e-5  # constant learning rate (AdamW)
     ft_batch: int = 16
-    ft_micro_batch: int = 0  # rows per forward pass (gradients accumulated to ft_batch); 0 = auto
-    ft_precision: str = "model"  # "model" (the loaded dtype) or "bf16-mixed" (fp32 weights and AdamW, bf16 compute)
+    ft_micro_batch: int = 0  # rows per forward pass (gradients accumulated to ft_batch); 0 for auto
+    ft_precision: str = "model"  # "model" (the loaded dtype) or "bf16-mixed" (fp32 weights and AdamW with bf16 compute)
     ft_checkpointing: bool = False  # activation checkpointing (less memory, ~30% more compute)
-    ft_epochs: int = 40  # CONVERGENCE = the last epoch
+    ft_epochs: int = 40  # CONVERGENCE is the last epoch
     ft_weight_decay: float = 0.0
     pct_unknown: list = field(default_factory=lambda: [0, 25, 50, 75, 100])  # section-4 variants
-    dataset_size: int = 0  # |D|; 0 = the paper's rule (sum of smallest categories)
+    dataset_size: int = 0  # |D|; 0: the paper's rule (sum of smallest categories)
     ft_eval: str = "teacher"  # "teacher" (one forward pass) or "generate"
-    ft_eval_batch: int = 128  # questions per evaluation pass; 0 = auto (free GPU memory; 128 on CPU)
+    ft_eval_batch: int = 128  # questions per evaluation pass; 0: auto (free GPU memory; 128 on CPU)
     ft_threads: int = 1  # torch threads per run (runs go side by side)
     workers: int = 2  # runs executed in parallel
     executor: str = "local"  # "local" (process pool) or "ray" (Ray tasks; pip install '.[ray]')
-    lora_rank: int = 0  # 0 = full fine-tuning (the paper); >0 = LoRA via peft
+    lora_rank: int = 0  # 0: full fine-tuning (the paper); above 0: LoRA via peft, this rank
     lora_alpha: int = 16
-    lora_targets: str = ""  # comma-separated module names; "" = peft's default
+    lora_targets: str = ""  # comma-separated module names; "": peft's default
 
 
 @dataclass(frozen=True)
@@ -114,8 +140,8 @@ class StudyConfig:
 
     profile: str = "quick"  # the profile these parameters came from
     seeds: list = field(default_factory=lambda: [0])  # fine-tuning seeds (variant draw, order)
-    model: str = ""  # "" = pretrain the controlled world's model; else a path or HF model id
-    eq_dir: str = ""  # "" = the synthetic world; else a real ENTITYQUESTIONS folder
+    model: str = ""  # "": pretrain the controlled world's model; else a local folder or a Hugging Face id
+    eq_dir: str = ""  # "": the synthetic world; else a real ENTITYQUESTIONS folder
     device: str = "auto"  # "auto", "cpu", "cuda", ...
     dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16"
     seed_scope: str = "finetune"  # what a seed varies: "finetune" (variant draw, data order) or "world" (also world, pretraining, SliCK)
@@ -221,20 +247,20 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name: str) -> dict[str, Any]:
-    """Read ``profiles/<name>.yaml`` (flat parameters) and check its names."""
-    path = PROFILES_DIR / f"{name}.yaml"
+    """Read the profile ``name`` (flat parameters, see :func:`profile_path`) and check its names."""
+    path = profile_path(name)
     if not path.exists():
         raise ConfigError(
-            f"unknown profile {name!r}: no file {path.name} in profiles/; "
+            f"unknown profile {name!r}: no file {path.name} in {_shown(PROFILES_DIR)}; "
             f"available: {', '.join(available_profiles())}"
         )
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict):
-        raise ConfigError(f"{path}: a profile must be a mapping of parameter: value")
+        raise ConfigError(f"{_shown(path)}: a profile must be a mapping of parameter: value")
     try:
         from_params(params)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{_shown(path)}: {err}") from None
     return params
 
 
@@ -247,7 +273,7 @@ def from_namespace(namespace: dict[str, Any]) -> Study:
     Called right after the ``parameters`` cell: every global that is not
     IPython's own, private or a module must be a known parameter, so a mistyped
     ``papermill -p`` name fails here instead of being silently ignored.  The
-    values are the parameters (papermill's ``-f profiles/NAME.yaml`` injects a
+    values are the parameters (papermill's ``-f`` with a profile's YAML injects a
     whole profile); a value that differs from the named profile is reported.
     """
     given = {
@@ -260,7 +286,7 @@ def from_namespace(namespace: dict[str, Any]) -> Study:
     differ = {k: given[k] for k, v in profile.items() if k in given and given[k] != v}
     if differ:
         print(f"note: these parameters differ from profile {study.study.profile!r}: {differ} "
-              f"(to run a whole profile, pass papermill -f profiles/{study.study.profile}.yaml)")
+              f"(to run a whole profile, pass papermill -f {_shown(profile_path(study.study.profile))})")
     return study
 
 
@@ -284,15 +310,27 @@ def parameters_cell(profile: str = "quick") -> str:
     Values are the profile's (``quick`` by default, what a notebook opened by
     hand runs); ``tools/sync_notebooks.py`` writes this into every notebook and
     a test checks that none has drifted.
+
+    Each line is ``name: type = value  # comment`` with exactly one ``=``:
+    papermill's parser (``papermill --help-notebook``, and the list of known
+    names behind its "Passed unknown parameter" warning) skips any line with a
+    second ``=``, so a comment or value holding one raises :class:`ConfigError`.
     """
     params = from_params(load_profile(profile)).params()
     comments = _field_comments()
-    lines = [f"# Parameters (profile {profile!r}); papermill -f profiles/NAME.yaml or -p NAME VALUE overrides them."]
+    lines = [f"# Parameters (profile {profile!r}); papermill -f src/newknowledge/profiles/NAME.yaml "
+             "or -p NAME VALUE overrides them."]
     for stage in STAGES:
         lines.append(f"# {stage.__doc__.splitlines()[0]}")
         for f in fields(stage):
             note = f"  # {comments[f.name]}" if f.name in comments else ""
-            lines.append(f"{f.name}: {f.type} = {params[f.name]!r}{note}")
+            line = f"{f.name}: {f.type} = {params[f.name]!r}{note}"
+            if line.count("=") != 1 or "#" in repr(params[f.name]):
+                raise ConfigError(
+                    f"parameter line {line!r} cannot be read by papermill: its comment or value holds "
+                    f"'=' or '#'; reword the comment of {f.name} in config.py (e.g. '0: auto', not '0 = auto')"
+                )
+            lines.append(line)
     return "\n".join(lines)
 
 

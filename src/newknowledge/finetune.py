@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import lm, store, train_step
 from .config import FinetuneConfig, config_hash
 from .metrics import exact_match
 from .prompts import IDK, answer, check_format, ft_prompt
+from .progress import tqdm
 
 
 def encode_examples(tokenizer, questions: list[str], answers: list[str], fmt: str):

@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from . import prompts, store
 from .config import PretrainConfig, WorldConfig
+from .progress import tqdm
 from .world import RELATIONS
 
 EOS = "<|endoftext|>"

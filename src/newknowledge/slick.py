@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import lm, store
 from .categories import category, exact_category, p_any
 from .config import SlickConfig
 from .metrics import exact_match
 from .prompts import probe_prompt
+from .progress import tqdm
 
 def exemplar_sets(exemplars: pd.DataFrame, relations, cfg: SlickConfig) -> dict[str, list[list[int]]]:
     """``n_ex`` random sets of ``k_shot`` exemplar row positions per relation.
