@@ -58,7 +58,9 @@ def prepare(model, tokenizer, cfg):
     """Apply the memory options to a freshly loaded model (activation checkpointing); return both."""
     if cfg.ft_checkpointing:
         model.config.use_cache = False
-        model.gradient_checkpointing_enable()
+        # transformers renamed the method (the old name warns from 5.x on and goes in 6).
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     return model, tokenizer
 
 
