@@ -112,7 +112,7 @@ class RunSpec:
 RECORDS_VERSION = 2
 
 # Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
-_NOT_IN_KEY = ("pct_unknown", "dataset_size", "alt_format", "workers", "executor",
+_NOT_IN_KEY = ("pct_unknown", "dataset_size", "min_dataset_size", "alt_format", "workers", "executor",
                "ft_eval_batch")
 
 

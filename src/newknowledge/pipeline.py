@@ -59,7 +59,8 @@ class Prepared:
         Raises:
             VariantError: the data do not allow the study's variants (one message, per relation).
         """
-        return variants.check_size(self.train, self.study.finetune.dataset_size)
+        ft = self.study.finetune
+        return variants.check_size(self.train, ft.dataset_size, ft.min_dataset_size)
 
 
 def exemplar_pool(raw: pd.DataFrame) -> pd.DataFrame:
