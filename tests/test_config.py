@@ -49,6 +49,7 @@ def test_bad_choices_are_rejected():
 def test_notebook_namespace_rejects_a_mistyped_papermill_parameter():
     ns = config.from_params(config.load_profile("quick")).params()
     ns.update({"In": [], "_": None, "config": config})  # IPython's own names and modules are ignored
+    ns.update({"HTML": dict, "describe": len})  # so are imported classes and functions
     assert config.from_namespace(ns).slick.n_ex == ns["n_ex"]
     with pytest.raises(config.ConfigError, match="n_exemplars"):
         config.from_namespace({**ns, "n_exemplars": 4})

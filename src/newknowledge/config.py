@@ -272,7 +272,8 @@ def from_namespace(namespace: dict[str, Any]) -> Study:
     """Build the study from a notebook's globals (its parameters cell).
 
     Called right after the ``parameters`` cell: every global that is not
-    IPython's own, private or a module must be a known parameter, so a mistyped
+    IPython's own, private, a module or something callable (an imported class or
+    function, such as ``HTML``) must be a known parameter, so a mistyped
     ``papermill -p`` name fails here instead of being silently ignored.  The
     values are the parameters (papermill's ``-f`` with a profile's YAML injects a
     whole profile); a value that differs from the named profile is reported.
@@ -280,7 +281,10 @@ def from_namespace(namespace: dict[str, Any]) -> Study:
     given = {
         k: v
         for k, v in namespace.items()
-        if not k.startswith("_") and k not in _IPYTHON_NAMES and not isinstance(v, types.ModuleType)
+        if not k.startswith("_")
+        and k not in _IPYTHON_NAMES
+        and not isinstance(v, types.ModuleType)
+        and not callable(v)
     }
     study = from_params(given)
     profile = load_profile(study.study.profile)
