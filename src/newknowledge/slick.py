@@ -26,8 +26,9 @@ Two estimators:
   accepts a string other than the gold's tokens (case, articles, punctuation),
   or where the gold string has other tokenizations the model could generate.
 
-:func:`categorize` is the one core: every caller (the book's cached
-:func:`run` among them) goes through it.
+:func:`categorize` is the one core: the book's :func:`run` (cached by config
+hash) and the practitioner's tool :func:`categorize_dataset` (any QA data set,
+resumable, see :mod:`newknowledge.slick_tool`) both call it.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, c
         chunk_size: questions per chunk; 0 = one chunk (the book).
         parts: optional store of finished chunks, with ``start(batch) -> batch``
             (a resumed run keeps its first batch size), ``done() -> set`` of chunk
-            numbers, ``save(chunk, table)`` and ``load(chunk)``; finished chunks
-            are loaded, not run.
+            numbers, ``save(chunk, table)`` and ``load(chunk)`` (see
+            :class:`newknowledge.slick_tool.Parts`); finished chunks are loaded, not run.
         progress: show a progress bar (questions, questions/s, time left).
 
     Returns:
@@ -308,3 +309,16 @@ def explain(model_path: str | Path, rows: pd.DataFrame, exemplars: pd.DataFrame,
         "samples": [", ".join(f"{a} x{s.count(a)}" for a in dict.fromkeys(s)) for s in samples],
     })
 
+
+def __getattr__(name: str):
+    # The data-set tool lives in its own module (it imports this one); exposed here as slick.categorize_dataset.
+    if name == "categorize_dataset":
+        from .slick_tool import categorize_dataset
+        return categorize_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":  # python -m newknowledge.slick ...: the command of newknowledge.slick_tool
+    from newknowledge.slick_tool import main
+
+    raise SystemExit(main())
