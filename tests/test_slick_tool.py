@@ -184,6 +184,16 @@ def test_scripted_model_gives_each_category_and_the_finetuning_files(estimator, 
     assert res.finetune["note"].tolist() == [n for n in data["note"] if n[:2] in ("hk", "mk")]
 
 
+def test_relabelling_keeps_answers_written_as_lists_of_one(tmp_path):
+    data, dev = _scripted_data()
+    data = data.assign(gold=[[g] for g in data["gold"]])
+    res = _run(data, (None, None), tmp_path, out="lists.jsonl", exemplars=dev, backend=Scripted(), relabel_idk=True,
+               n_ex=4)
+    ft = pd.read_json(tmp_path / "lists.finetune.jsonl", lines=True)
+    assert ft["gold"].tolist() == [["I don't know"] if c == "Unknown" else ["yes"] for c in res.table["category"]]
+    assert (res.table["category"] == "Unknown").sum() == 2
+
+
 class Stop(Exception):
     """Stands for Ctrl-C or a killed job."""
 

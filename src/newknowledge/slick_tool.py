@@ -245,8 +245,10 @@ def categorize_dataset(data, model, *, exemplars=None, split: str | None = None,
         if relabel_idk:
             lab = variants.relabel_idk(pd.DataFrame({"answer": ft[answer].to_numpy(),
                                                      "category": ft["category"].to_numpy()}), idk_text)
-            ft = ft.assign(**{answer: [[a] if isinstance(o, (list, tuple)) or hasattr(o, "shape") else a
-                                       for a, o in zip(lab["answer"], ft[answer])]})
+            # An answer written as a list of one (ENTITYQUESTIONS' "answers") is relabelled as a list of one.
+            listed = [isinstance(o, (list, tuple)) or hasattr(o, "shape") for o in ft[answer]]
+            ft = ft.assign(**{answer: [[a] if c == "Unknown" and is_list else a
+                                       for a, c, is_list in zip(lab["answer"], lab["category"], listed)]})
         ft = ft[list(rows.columns)].reset_index(drop=True)
     if "output" in files:
         qa_data.write(table, files["output"])
