@@ -299,6 +299,17 @@ def test_command_end_to_end(qa, tiny_model_path, tmp_path, capsys):
     assert slick_tool.main(argv) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
 
 
+def test_template_option_writes_every_prompt_line(monkeypatch):
+    seen = []
+    monkeypatch.setattr(slick_tool, "categorize_dataset", lambda *a, **kw: seen.append(kw["template"]))
+    assert slick_tool.main(["d.jsonl", "--model", "m", "--output", "o.parquet", "--template", "Question: {q}\\nAnswer:"]) == 0
+    assert seen == ["Question: {q}\nAnswer:"]
+    data, dev = _scripted_data()
+    pr = slick.prompts(qa_data.qa_table(data, "q_text", "gold", "task", "d"), qa_data.qa_table(dev, "q_text", "gold",
+                       "task", "d"), slick_tool.slick_config(n_ex=1), template="Question: {q}\nAnswer:")
+    assert pr["prompt"][0].endswith("\nQuestion: Is it hka?\nAnswer:") and "Answer: yes\nQuestion:" in pr["prompt"][0]
+
+
 def test_help_documents_every_option():
     ap = slick_tool.parser()
     text = ap.format_help()

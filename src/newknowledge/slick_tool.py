@@ -301,8 +301,8 @@ def parser() -> argparse.ArgumentParser:
                         "to draw them from the data itself (default: ENTITYQUESTIONS' dev split)")
     g.add_argument("--exemplar-split", default=None, help="take the exemplars from this split of the data")
     g.add_argument("--template", default=PROBE,
-                   help="question line of the prompts, {q} = the question; each exemplar line is the template "
-                        "followed by ' ' + answer + newline")
+                   help="question line of the prompts, {q} = the question, \\n = a newline; each exemplar line is "
+                        "the template followed by ' ' + answer + newline")
     g = ap.add_argument_group("model")
     g.add_argument("--model", required=True, help="any AutoModelForCausalLM: a Hugging Face id or a "
                                                   "save_pretrained folder")
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         categorize_dataset(
             args.data, args.model, exemplars=args.exemplars, split=args.split, exemplar_split=args.exemplar_split,
             split_column=args.split_column, question=args.question_column, answer=args.answer_column,
-            group=args.group_column or None, template=args.template, output=args.output,
+            group=args.group_column or None, template=args.template.replace("\\n", "\n"), output=args.output,
             finetune_output=args.finetune_output, drop=args.filter, relabel_idk=args.relabel_idk,
             idk_text=args.idk_text, chunk_size=args.chunk_size, limit=args.limit, restart=args.restart,
             overwrite=args.overwrite, device=args.device, dtype=args.dtype, progress=not args.no_progress,
