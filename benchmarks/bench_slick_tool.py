@@ -81,7 +81,7 @@ def main() -> None:
         "category agreement": float(np.mean(cats[m].to_numpy() == base["category"].to_numpy())),
     } for m, t in rows])
     report(df, "bench_slick_tool",
-           f"The SliCK command on {args.n} questions x {params['n_ex']} prompts, model {Path(model_path).name}, "
+           f"The SliCK command on {args.n} questions x {params['n_ex']} prompts, model {model_path}, "
            f"{args.threads} thread(s)")
     print("\n'command end to end' includes Python and torch start-up and model loading (a few seconds).")
 
