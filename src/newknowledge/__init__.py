@@ -11,6 +11,7 @@ One module per stage of the study, in the order the book uses them:
 - ``lm``, ``engine``   any causal LM: loading, teacher-forced scoring, batched decoding
 - ``categories``       SliCK's four categories and their rule (Sec. 3), without torch
 - ``slick``            SliCK, the sampling-based categorisation of knowledge (Sec. 3)
+- ``slick_tool``, ``qa_data``  SliCK on any QA data set: the newknowledge-slick command, file formats
 - ``variants``         fine-tuning data set variants (Sec. 4 and 5, App. K)
 - ``finetune``         fine-tuning with per-epoch records (Sec. 4)
 - ``pipeline``         the study end to end: one prepared world per seed, the fine-tuning grids

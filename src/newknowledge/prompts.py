@@ -26,8 +26,13 @@ probe expects a newline.
 
 from __future__ import annotations
 
+import string
+
 STOP = "\n"
 IDK = "I don't know"
+# SliCK's question line (Sec. 3); ``{q}`` is the question.  The data-set tool
+# takes another template for models that answer a different format.
+PROBE = "Q: {q} A:"
 
 # Fine-tuning prompt templates (Sec. 4; the answer follows as :func:`answer`).
 # "qa" is the probe's own line format, which pretraining writes, so the model
@@ -45,30 +50,44 @@ def answer(text: str) -> str:
     return f" {text}{STOP}"
 
 
-def probe_question(question: str) -> str:
-    """The last line of a SliCK probe, without its answer: ``Q: {question} A:``."""
-    return f"Q: {question} A:"
+def probe_question(question: str, template: str = PROBE) -> str:
+    """The last line of a SliCK probe, without its answer: ``Q: {question} A:`` (or ``template``'s)."""
+    return template.format(q=question)
 
 
-def probe_line(question: str, gold: str) -> str:
+def probe_line(question: str, gold: str, template: str = PROBE) -> str:
     """One exemplar line of the probe (and a Q/A line of the pretraining corpus)."""
-    return probe_question(question) + answer(gold)
+    return probe_question(question, template) + answer(gold)
 
 
-def probe_prompt(question: str, exemplars: list[tuple[str, str]]) -> tuple[str, str]:
+def check_template(template: str) -> str:
+    """``template`` if it is a question line with one ``{q}`` and no other field; else a clear error."""
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+    except ValueError:  # a lone brace
+        fields = []
+    ok = fields == [("q", "", None)]
+    if not ok:
+        raise ValueError(f"prompt template {template!r} must contain {{q}} (the question) once and no other "
+                         f"{{...}} field (write a literal brace as {{{{ or }}}}); the book's is {PROBE!r}")
+    return template
+
+
+def probe_prompt(question: str, exemplars: list[tuple[str, str]], template: str = PROBE) -> tuple[str, str]:
     """A few-shot SliCK prompt (Sec. 3).
 
     Args:
         question: the question to answer.
         exemplars: ``(question, answer)`` pairs, the exemplar lines in order.
+        template: the question line, ``{q}`` standing for the question.
 
     Returns:
         ``(prompt, prefix)``: the whole prompt and its exemplar lines (shared by
         every question asked with the same exemplars, see
         :mod:`newknowledge.engine`).
     """
-    prefix = "".join(probe_line(q, a) for q, a in exemplars)
-    return prefix + probe_question(question), prefix
+    prefix = "".join(probe_line(q, a, template) for q, a in exemplars)
+    return prefix + probe_question(question, template), prefix
 
 
 def check_format(fmt: str) -> str:
