@@ -40,9 +40,23 @@ _FILLER = (
 )
 
 
-def qa_line(question: str, answer: str) -> str:
-    """The probe's line format, shared by the corpus and SliCK's prompts."""
-    return f"Q: {question} A: {answer}\n"
+# How the corpus writes a question and its answer.  The first is the probe's own
+# line (SliCK's few-shot prompts); ``qa_templates: n`` writes each Q/A exposure in
+# one of the first n, chosen at random, as the web asks questions in many ways.
+# None is a fine-tuning format (finetune.FORMATS): those must be learned in
+# fine-tuning (a test checks that the corpus never contains them).
+QA_TEMPLATES = (
+    "Q: {q} A: {a}\n",
+    "Trivia: {q} Solution: {a}\n",
+    "{q} The answer: {a}\n",
+    "Quiz - {q} Reply: {a}\n",
+    "Ask: {q} Response: {a}\n",
+)
+
+
+def qa_line(question: str, answer: str, template: int = 0) -> str:
+    """A Q/A line of the corpus; template 0 is the probe's format, shared with SliCK's prompts."""
+    return QA_TEMPLATES[template].format(q=question, a=answer)
 
 
 def check_prompt(question: str, answer: str) -> str:
@@ -55,7 +69,8 @@ def documents(facts: pd.DataFrame, cfg: PretrainConfig, rng: np.random.Generator
 
     Each exposure of a fact becomes a statement (probability
     ``statement_share``; statement documents hold 3-8 lines with filler) or a
-    Q/A line (same-relation documents of 2-6 lines).  In addition, with
+    Q/A line (same-relation documents of 2-6 lines) in one of the first
+    ``qa_templates`` of :data:`QA_TEMPLATES`, chosen at random per line.  In addition, with
     probability ``verify_share`` an exposure yields a verification line, true
     (the gold answer) or false (another answer of the relation) with equal odds,
     so the model can judge a proposed answer, which P(True) (Kadavath et al.,
@@ -72,7 +87,8 @@ def documents(facts: pd.DataFrame, cfg: PretrainConfig, rng: np.random.Generator
             if is_statement:
                 statements.append(forms[rng.integers(len(forms))].format(X=subj, Y=ans) + "\n")
             else:
-                qa.setdefault(rel, []).append(qa_line(q, ans))
+                template = int(rng.integers(cfg.qa_templates)) if cfg.qa_templates > 1 else 0
+                qa.setdefault(rel, []).append(qa_line(q, ans, template))
             if verifies:
                 other = [a for a in pools[rel] if a != ans]
                 shown = ans if true or not other else other[rng.integers(len(other))]
