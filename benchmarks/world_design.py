@@ -59,6 +59,9 @@ CANDIDATES: dict[str, dict] = {
     # natural5 with a weaker answer prior (popular-answer baseline 14% instead of 21% on test) and 8 passes.
     "v2": {"dev_exposures": "natural", "n_dev": 40, "ft_format": "paper", "qa_templates": 5, "zipf_a": 0.8,
            "pretrain_passes": 8.0, "ft_epochs": 40, "pretrain_threads": 1},
+    # v2 with the default 14 passes (8 passes lost most stored knowledge, research-log E3).
+    "v2p14": {"dev_exposures": "natural", "n_dev": 40, "ft_format": "paper", "qa_templates": 5, "zipf_a": 0.8,
+              "pretrain_passes": 14.0, "ft_epochs": 40, "pretrain_threads": 1},
 }
 SECTION4 = ["unknown_0", "unknown_50", "unknown_100", "known_50"]
 
@@ -68,7 +71,13 @@ def params_for(candidate: str, world_seed: int, sets: list[str]) -> dict:
     params.update(CANDIDATES[candidate])
     for item in sets:
         name, value = item.split("=", 1)
-        params[name] = yaml.safe_load(value)
+        value = yaml.safe_load(value)
+        if isinstance(value, str):  # YAML reads 5e-3 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        params[name] = value
     params.update(world_seed=world_seed, pretrain_seed=world_seed)
     return params
 
