@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from newknowledge import analysis, checks, config, lm, pipeline, slick
+from newknowledge import analysis, checks, config, finetune, lm, pipeline, slick
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -103,6 +103,19 @@ def exemplar_check(prep: pipeline.Prepared, min_exposures: int = 15) -> dict:
         out[f"{c}_dev_ex"] = float((base == c).mean())
         out[f"{c}_well_ex"] = float((alt["category"] == c).mean())
     # Does the greedy answer come out as a one-line answer at all (format), with either exemplar source?
+    return out
+
+
+def format_check(prep: pipeline.Prepared) -> dict:
+    """Zero-shot accuracy of the pretrained model in every fine-tuning format (no exemplars), dev and test."""
+    model, tok = lm.load(prep.model_path, device="cpu")
+    t = prep.table[prep.table["split"].isin(["dev", "test"])]
+    out = {}
+    for fmt in finetune.FORMATS:
+        cfg = dataclasses.replace(prep.study.finetune, ft_format=fmt)
+        ok = finetune.correct_flags(model, tok, t["question"].tolist(), t["answer"].tolist(), cfg)
+        out[f"zero_shot_{fmt}_devtest"] = float(ok.mean())
+        out[f"zero_shot_{fmt}_HK"] = float(ok[(t["category"] == "HighlyKnown").to_numpy()].mean())
     return out
 
 
@@ -231,6 +244,7 @@ def main() -> None:
                                      or k in [s.split('=')[0] for s in args.set]}),
                "prepare_wall_s": round(time.time() - t0, 1)}
         row.update(prepare_checks(prep))
+        row.update(format_check(prep))
         if args.exemplars:
             row.update(exemplar_check(prep))
         if args.stage == "all":

@@ -313,6 +313,7 @@ def gap_by_epoch(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     acc = accuracy(records[(records["split"] == split) & records["variant"].str.match(r"^(unknown|known)_")])
     acc["pct_unknown"] = pct_unknown(acc["variant"])
     acc["data"] = acc["variant"].str.startswith("unknown").map({True: "D", False: "D_Known"})
-    wide = acc.pivot_table(index=["pct_unknown", "seed", "epoch"], columns="data", values="accuracy").dropna()
+    wide = acc.pivot_table(index=["pct_unknown", "seed", "epoch"], columns="data", values="accuracy")
+    wide = wide.reindex(columns=["D", "D_Known"]).dropna()  # pairs only: X with both runs
     wide["gap"] = wide["D"] - wide["D_Known"]
     return wide.reset_index()
