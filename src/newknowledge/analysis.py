@@ -267,3 +267,88 @@ def idk_outcomes(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
                      "accuracy_answered": (correct & answered).sum() / answered.sum() if answered.any() else float("nan"),
                      "n": len(g)})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------
+# Setup checks: the paper's preconditions, measured before the findings.
+# ---------------------------------------------------------------------------
+
+def popular_answer_baseline(table: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """The answer prior: accuracy of always answering the relation's most common train answer.
+
+    A model that only learned each relation's answer distribution scores this
+    much; test accuracy well above it means "Known" mostly means "stored".
+
+    Args:
+        table: SliCK table (``split``, ``relation``, ``answer``).
+        split: where the baseline is scored (``test``; ``ood_test`` relations
+            have no train answers and get none).
+
+    Returns:
+        One row per relation with ``popular`` (the answer), ``train_share`` (its
+        share of train answers), ``baseline`` (its share of ``split``'s
+        answers) and ``n``; a last row ``all`` weights relations by ``n``.
+    """
+    train = table[table["split"] == "train"]
+    popular = train.groupby("relation")["answer"].agg(lambda a: a.value_counts().index[0])
+    share = train.groupby("relation")["answer"].agg(lambda a: a.value_counts(normalize=True).iloc[0])
+    sub = table[(table["split"] == split) & table["relation"].isin(popular.index)]
+    hit = sub["answer"].to_numpy() == sub["relation"].map(popular).to_numpy()
+    out = (pd.DataFrame({"relation": sub["relation"].to_numpy(), "hit": hit}).groupby("relation")["hit"]
+           .agg(baseline="mean", n="size").reset_index())
+    out.insert(1, "popular", out["relation"].map(popular))
+    out.insert(2, "train_share", out["relation"].map(share))
+    total = pd.DataFrame([{"relation": "all", "popular": "", "train_share": float("nan"),
+                           "baseline": float(hit.mean()) if len(hit) else float("nan"), "n": len(hit)}])
+    return pd.concat([out, total], ignore_index=True)
+
+
+def known_never_exposed(table: pd.DataFrame) -> pd.DataFrame:
+    """Share of Known facts (SliCK) that pretraining never showed, per split (controlled world only).
+
+    Such facts are "known" by guessing from the answer prior, not from storage.
+
+    Returns:
+        One row per split with ``known`` (number of Known facts), ``never_exposed``
+        (how many of them have 0 exposures) and ``share``.
+    """
+    sub = table[(table["category"] != "Unknown") & table["exposures"].notna()]
+    g = sub.groupby("split")["exposures"]
+    out = pd.DataFrame({"known": g.size(), "never_exposed": g.agg(lambda e: int((e == 0).sum()))})
+    out["share"] = out["never_exposed"] / out["known"]
+    return out.reset_index()
+
+
+def epoch_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Per run and epoch: dev/test accuracy, HighlyKnown dev accuracy, Known and Unknown fitted.
+
+    The setup checks of EARLY_STOP: the format is learned when HighlyKnown dev
+    questions are answered; Unknown examples should be mostly unfitted then.
+
+    Returns:
+        Columns ``variant, seed, epoch, dev, test, ood_test, dev_hk, train, known_fitted, unknown_fitted``
+        (shares 0-1; NaN where a run has no such examples).
+    """
+    acc = accuracy(records).pivot_table(index=RUN + ["epoch"], columns="split", values="accuracy")
+    hk = records[(records["split"] == "dev") & (records["category"] == "HighlyKnown")]
+    acc["dev_hk"] = hk.groupby(RUN + ["epoch"])["correct"].mean()
+    fit = fitted_share(records)
+    for group, name in (("Known", "known_fitted"), ("Unknown", "unknown_fitted")):
+        acc[name] = fit[fit["group"] == group].set_index(RUN + ["epoch"])["fitted"]
+    cols = [c for c in ("dev", "test", "ood_test", "dev_hk", "train", "known_fitted", "unknown_fitted") if c in acc]
+    return acc[cols].reset_index()
+
+
+def gap_by_epoch(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """D minus D_Known accuracy on ``split`` at every epoch (not only at the two stops), per X and seed.
+
+    Returns:
+        Columns ``pct_unknown, seed, epoch, D, D_Known, gap`` (shares 0-1).
+    """
+    acc = accuracy(records[(records["split"] == split) & records["variant"].str.match(r"^(unknown|known)_")])
+    acc["pct_unknown"] = pct_unknown(acc["variant"])
+    acc["data"] = acc["variant"].str.startswith("unknown").map({True: "D", False: "D_Known"})
+    wide = acc.pivot_table(index=["pct_unknown", "seed", "epoch"], columns="data", values="accuracy")
+    wide = wide.reindex(columns=["D", "D_Known"]).dropna()  # pairs only: X with both runs
+    wide["gap"] = wide["D"] - wide["D_Known"]
+    return wide.reset_index()

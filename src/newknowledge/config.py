@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .prompts import FT_FORMATS
+from .prompts import FT_FORMATS, QA_TEMPLATES
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The profiles ship inside the package (package data), so an installed copy
@@ -61,14 +61,15 @@ class WorldConfig:
 
     world_seed: int = 0  # seeds names, answers, splits and exposure counts
     n_train: int = 220  # train facts per in-distribution relation
-    n_dev: int = 20  # dev facts (few-shot exemplars) per in-distribution relation
+    n_dev: int = 20  # dev facts per relation: EARLY_STOP's split and SliCK's few-shot exemplars
     n_test: int = 60  # test facts per in-distribution relation
     n_ood_test: int = 60  # test facts per out-of-distribution relation
     never_exposed: float = 1 / 3  # share of non-dev facts absent from pretraining
     exposure_mu: float = 1.2  # lognormal mu of exposure counts (exposed facts)
     exposure_sigma: float = 1.3  # lognormal sigma of exposure counts
     exposure_cap: int = 100  # maximum exposures of one fact
-    dev_min_exposures: int = 15  # dev exemplars are well known: 15..25 exposures
+    dev_exposures: str = "natural"  # "natural": dev drawn like train/test (the paper's dev); "uniform": dev_min..dev_max each (the old well-known exemplars)
+    dev_min_exposures: int = 15  # dev_exposures "uniform" only: 15..25 exposures per dev fact
     dev_max_exposures: int = 25
     zipf_a: float = 1.0  # answer popularity within a relation's object pool
     pool_scale: float = 1.0  # multiplies every relation's object-pool size
@@ -80,6 +81,7 @@ class PretrainConfig:
 
     pretrain_seed: int = 0  # corpus shuffling, initialisation and batch order
     statement_share: float = 0.7  # share of exposures written as statements (rest Q/A lines)
+    qa_templates: int = 1  # Q/A line templates in the corpus (prompts.QA_TEMPLATES[:n]; the first is the probe's "Q: ... A: ...")
     verify_share: float = 0.1  # extra verification line ("Check: ... Verdict: True/False") per exposure, for P(True)
     vocab_size: int = 2048  # byte-level BPE vocabulary
     d_model: int = 128
@@ -116,6 +118,7 @@ class FinetuneConfig:
     ft_format: str = "qa"  # prompt format, see prompts.FT_FORMATS
     alt_format: str = "unseen"  # chapter 4 also fits the linear model in this format ("" to skip)
     ft_lr: float = 3e-5  # constant learning rate (AdamW)
+    ft_dropout: float = 0.0  # dropout while fine-tuning (paper App. E: 0.05), seeded from (seed, epoch)
     ft_batch: int = 16
     ft_micro_batch: int = 0  # rows per forward pass (gradients accumulated to ft_batch); 0 for auto
     ft_precision: str = "model"  # "model" (the loaded dtype) or "bf16-mixed" (fp32 weights and AdamW with bf16 compute)
@@ -231,6 +234,12 @@ def _validate(s: Study) -> None:
         value = getattr(s.finetune, name)
         if value not in FT_FORMATS and not (name == "alt_format" and value == ""):
             raise ConfigError(f"{name} must be one of {sorted(FT_FORMATS)}, got {value!r}")
+    if s.world.dev_exposures not in ("natural", "uniform"):
+        raise ConfigError(f"dev_exposures must be 'natural' or 'uniform', got {s.world.dev_exposures!r}")
+    if not 1 <= s.pretrain.qa_templates <= len(QA_TEMPLATES):
+        raise ConfigError(f"qa_templates must be 1..{len(QA_TEMPLATES)}, got {s.pretrain.qa_templates}")
+    if not 0.0 <= s.finetune.ft_dropout < 1.0:
+        raise ConfigError(f"ft_dropout must be in [0, 1), got {s.finetune.ft_dropout}")
     if s.finetune.ft_eval not in ("teacher", "generate"):
         raise ConfigError(f"ft_eval must be 'teacher' or 'generate', got {s.finetune.ft_eval!r}")
     if s.finetune.ft_precision not in ("model", "bf16-mixed"):

@@ -11,8 +11,8 @@ data, variant, seed, config).  It holds ``config.json`` from the start, one
 ``epoch_XXX.parquet`` per finished epoch, ``checkpoint.pt`` (weights and
 optimizer after the last finished epoch) and ``done.json`` at the end.  A rerun
 skips finished runs and resumes an interrupted one from its last finished epoch
-with identical results: batch order is a function of (seed, epoch) and the
-models have no dropout.
+with identical results: batch order and dropout masks (``ft_dropout``) are
+functions of (seed, epoch).
 """
 
 from __future__ import annotations
@@ -170,10 +170,13 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
     examples = encode_examples(tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg.ft_format)
     bar = tqdm(range(start, cfg.ft_epochs + 1), desc=f"{spec.variant} s{spec.seed}", position=position,
                leave=False, unit="epoch")
+    set_dropout(model, cfg.ft_dropout)
     for n, epoch in enumerate(bar):
         if stop_after is not None and n >= stop_after:
             return path
         model.train()
+        # Dropout masks from (seed, epoch), like the batch order: a resumed run replays its epochs exactly.
+        torch.manual_seed(int(np.random.default_rng([spec.seed, epoch, 1]).integers(2**62)))
         order = np.random.default_rng([spec.seed, epoch]).permutation(len(examples))
         for i in range(0, len(order), cfg.ft_batch):  # micro-batches, precision: see train_step
             train_step.step(model, [examples[j] for j in order[i:i + cfg.ft_batch]], tokenizer.pad_token_id, opt, cfg)
@@ -186,6 +189,23 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
     (path / "checkpoint.pt").unlink(missing_ok=True)  # the records are the result; weights are not kept
     store.write_json(path / "done.json", {"epochs": cfg.ft_epochs})
     return path
+
+
+def set_dropout(model, p: float) -> int:
+    """Set every dropout layer of ``model`` to probability ``p`` (paper App. E: 0.05).
+
+    The controlled world's model is pretrained without dropout, but its GPT-2
+    blocks keep their dropout layers (attention, residual, embedding), so
+    fine-tuning can switch them on.  Evaluation runs in eval mode, without
+    dropout.
+
+    Returns:
+        The number of dropout layers set (0: the model has none, ``p`` has no effect).
+    """
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for m in layers:
+        m.p = p
+    return len(layers)
 
 
 def _with_lora(model, cfg: FinetuneConfig):

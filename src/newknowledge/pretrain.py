@@ -45,7 +45,8 @@ def documents(facts: pd.DataFrame, cfg: PretrainConfig, rng: np.random.Generator
 
     Each exposure of a fact becomes a statement (probability
     ``statement_share``; statement documents hold 3-8 lines with filler) or a
-    Q/A line (same-relation documents of 2-6 lines).  In addition, with
+    Q/A line (same-relation documents of 2-6 lines) in one of the first
+    ``qa_templates`` of :data:`QA_TEMPLATES`, chosen at random per line.  In addition, with
     probability ``verify_share`` an exposure yields a verification line, true
     (the gold answer) or false (another answer of the relation) with equal odds,
     so the model can judge a proposed answer, which P(True) (Kadavath et al.,
@@ -62,7 +63,8 @@ def documents(facts: pd.DataFrame, cfg: PretrainConfig, rng: np.random.Generator
             if is_statement:
                 statements.append(forms[rng.integers(len(forms))].format(X=subj, Y=ans) + "\n")
             else:
-                qa.setdefault(rel, []).append(prompts.probe_line(q, ans))
+                template = int(rng.integers(cfg.qa_templates)) if cfg.qa_templates > 1 else 0
+                qa.setdefault(rel, []).append(prompts.probe_line(q, ans, prompts.QA_TEMPLATES[template]))
             if verifies:
                 other = [a for a in pools[rel] if a != ans]
                 shown = ans if true or not other else other[rng.integers(len(other))]

@@ -35,14 +35,29 @@ IDK = "I don't know"
 PROBE = "Q: {q} A:"
 
 # Fine-tuning prompt templates (Sec. 4; the answer follows as :func:`answer`).
-# "qa" is the probe's own line format, which pretraining writes, so the model
+# "paper" is the paper's (App. E), a format pretraining never writes, so
+# fine-tuning must teach the model to answer zero-shot.  "qa" is the probe's own line format, which pretraining writes, so the model
 # answers it zero-shot before any fine-tuning; "unseen" is a format the
 # pretraining corpus never uses, so fine-tuning must teach the model to
 # answer in it (as PaLM 2-M had to learn the paper's format, Sec. 3 fn. 4).
 FT_FORMATS = {
+    "paper": "Answer the following question. {q}",  # App. E: an instruction, then the question
     "qa": "Q: {q} A:",
     "unseen": "Question: {q}\nAnswer:",
 }
+
+# How the pretraining corpus writes a question and its answer.  The first is
+# the probe's own line; ``qa_templates: n`` writes each Q/A exposure in one of
+# the first n, chosen at random, as the web asks questions in many ways.  None
+# is a fine-tuning format: those must be learned in fine-tuning (a test checks
+# that the corpus never contains them).
+QA_TEMPLATES = (
+    PROBE,
+    "Trivia: {q} Solution:",
+    "{q} The answer:",
+    "Quiz - {q} Reply:",
+    "Ask: {q} Response:",
+)
 
 
 def answer(text: str) -> str:
