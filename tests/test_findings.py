@@ -114,6 +114,9 @@ def test_readme_summary_and_update(tmp_path, monkeypatch):
     c = checks.Check("k", 2, "finding", "claim X", "s", "t", "p", "o", False)
     text = findings.readme_summary([(2, c)], "quick")
     assert "**Finding 2**" in text and "does not hold" in text and "claim X" in text
+    u = checks.Check("u", 2, "finding", "claim U", "s", "t", "p", "o", None)
+    both = findings.readme_summary([(2, c), (2, u)], "quick")
+    assert "Not holding: claim X." in both and "Not decidable in this build: claim U." in both
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
     findings.save_summary([(2, c)], "quick")
     readme = tmp_path / "README.md"

@@ -108,11 +108,16 @@ def readme_summary(collected: list[tuple[int, checks.Check]], profile: str) -> s
              "book's findings page):", ""]
     for label, title, items in groups(collected):
         cs = [c for _, c in items]
-        held = sum(bool(c.holds) for c in cs)
+        held = sum(c.holds is True for c in cs)
+        failing = [c.claim for c in cs if c.holds is False]
+        open_ = [c.claim for c in cs if c.holds is None]
         name = {"setup": "Preconditions", "beyond": "Beyond the paper"}.get(label, f"Finding {label}")
-        lines.append(f"- **{name}** ({title}): {checks.verdict(cs) if cs else 'no check'}, {held} of {len(cs)} "
-                     "checks hold." + ("" if held == len(cs) else " Not holding: " + "; ".join(
-                         c.claim for c in cs if not c.holds) + "."))
+        line = f"- **{name}** ({title}): {checks.verdict(cs) if cs else 'no check'}, {held} of {len(cs)} checks hold."
+        if failing:
+            line += " Not holding: " + "; ".join(failing) + "."
+        if open_:
+            line += " Not decidable in this build: " + "; ".join(open_) + "."
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
