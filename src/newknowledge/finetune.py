@@ -96,15 +96,27 @@ def _evaluate(model, tokenizer, train: pd.DataFrame, evals: pd.DataFrame, cfg: F
               epoch: int, idk: bool) -> pd.DataFrame:
     """One epoch's tidy records: a row per train example and per evaluation question."""
     model.eval()
-    rows = []
     fitted = correct_flags(model, tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg)
-    rows.append(pd.DataFrame({"epoch": epoch, "split": "train", "example": np.arange(len(train)),
-                              "category": train["category"].to_numpy(), "correct": fitted}))
     correct = correct_flags(model, tokenizer, evals["question"].tolist(), evals["answer"].tolist(), cfg)
+    # D_IDK: did the model abstain?
+    abstained = correct_flags(model, tokenizer, evals["question"].tolist(), [IDK] * len(evals), cfg) if idk else None
+    return records(train, evals, epoch, fitted, correct, abstained)
+
+
+def records(train: pd.DataFrame, evals: pd.DataFrame, epoch: int, fitted: np.ndarray, correct: np.ndarray,
+            idk: np.ndarray | None = None) -> pd.DataFrame:
+    """One epoch's tidy records from the flags: a row per train example and per evaluation question.
+
+    Args:
+        fitted: bool array of shape (len(train),); correct: shape (len(evals),);
+            idk: shape (len(evals),), for D_IDK runs only (an ``idk`` column).
+    """
+    rows = [pd.DataFrame({"epoch": epoch, "split": "train", "example": np.arange(len(train)),
+                          "category": train["category"].to_numpy(), "correct": fitted})]
     ev = pd.DataFrame({"epoch": epoch, "split": evals["split"].to_numpy(), "example": evals["example"].to_numpy(),
                        "category": evals["category"].to_numpy(), "correct": correct})
-    if idk:  # D_IDK: did the model abstain?
-        ev["idk"] = correct_flags(model, tokenizer, evals["question"].tolist(), [IDK] * len(evals), cfg)
+    if idk is not None:
+        ev["idk"] = idk
     rows.append(ev)
     return pd.concat(rows, ignore_index=True)
 
@@ -154,9 +166,7 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
     path = run_dir(spec, train, evals)
     if (path / "done.json").exists():
         return path
-    path.mkdir(parents=True, exist_ok=True)
-    store.write_json(path / "config.json", {"model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
-                                            **dataclasses.asdict(cfg)})
+    begin(spec, path)
     torch.set_num_threads(cfg.ft_threads)
     torch.manual_seed(spec.seed)
     model, tokenizer = lm.load(spec.model_path, device=spec.device, dtype=spec.dtype)
@@ -165,15 +175,12 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.ft_lr,
                             weight_decay=cfg.ft_weight_decay)
     idk = spec.variant.startswith("idk")
-    done = sorted(int(p.stem.split("_")[1]) for p in path.glob("epoch_*.parquet"))
-    start = done[-1] + 1 if done else 0
-    if start > 0:  # resume from the last finished epoch
-        state = torch.load(path / "checkpoint.pt", weights_only=True)
+    start, state = resume_point(path)
+    if state is not None:  # resume after the last checkpointed epoch
         _load_trainable(model, state["model"])
         opt.load_state_dict(state["opt"])
-        start = state["epoch"] + 1
-    else:
-        _evaluate(model, tokenizer, train, evals, cfg, 0, idk).to_parquet(path / "epoch_000.parquet")
+    elif start == 0:
+        save_epoch(path, 0, _evaluate(model, tokenizer, train, evals, cfg, 0, idk))
         start = 1
     examples = encode_examples(tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg.ft_format)
     device = next(model.parameters()).device
@@ -190,15 +197,49 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        records = _evaluate(model, tokenizer, train, evals, cfg, epoch, idk)
-        torch.save({"model": _trainable_state(model), "opt": opt.state_dict(), "epoch": epoch}, path / "checkpoint.tmp")
-        os.replace(path / "checkpoint.tmp", path / "checkpoint.pt")
-        tmp = path / f"epoch_{epoch:03d}.tmp"
-        records.to_parquet(tmp)
-        os.replace(tmp, path / f"epoch_{epoch:03d}.parquet")
-    (path / "checkpoint.pt").unlink(missing_ok=True)  # the records are the result; weights are not kept
-    store.write_json(path / "done.json", {"epochs": cfg.ft_epochs})
+        save_epoch(path, epoch, _evaluate(model, tokenizer, train, evals, cfg, epoch, idk),
+                   {"model": _trainable_state(model), "opt": opt.state_dict()})
+    finish(path, cfg)
     return path
+
+
+def begin(spec: RunSpec, path: Path) -> None:
+    """Create the run folder with the config it is made with."""
+    path.mkdir(parents=True, exist_ok=True)
+    store.write_json(path / "config.json", {"model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
+                                            **dataclasses.asdict(spec.cfg)})
+
+
+def resume_point(path: Path) -> tuple[int, dict | None]:
+    """Where an unfinished run continues: ``(first epoch to compute, checkpoint or None)``.
+
+    The epoch after the checkpoint's; without one, 1 if epoch 0 (the base
+    model) is recorded, else 0.  Later records a kill left are recomputed.
+    """
+    if (path / "checkpoint.pt").exists():
+        state = torch.load(path / "checkpoint.pt", weights_only=True)
+        return state["epoch"] + 1, state
+    return (1 if (path / "epoch_000.parquet").exists() else 0), None
+
+
+def save_epoch(path: Path, epoch: int, recs: pd.DataFrame, state: dict | None = None) -> None:
+    """Write an epoch's records, then the checkpoint after it (``model`` and ``opt`` states), each atomically.
+
+    In this order a kill between the two leaves the records of an epoch the
+    resume recomputes, never a checkpoint past missing records.
+    """
+    tmp = path / f"epoch_{epoch:03d}.tmp"
+    recs.to_parquet(tmp)
+    os.replace(tmp, path / f"epoch_{epoch:03d}.parquet")
+    if state is not None:
+        torch.save({**state, "epoch": epoch}, path / "checkpoint.tmp")
+        os.replace(path / "checkpoint.tmp", path / "checkpoint.pt")
+
+
+def finish(path: Path, cfg: FinetuneConfig) -> None:
+    """Mark the run done; the records are the result, so the weights are not kept."""
+    store.write_json(path / "done.json", {"epochs": cfg.ft_epochs})
+    (path / "checkpoint.pt").unlink(missing_ok=True)
 
 
 def _with_lora(model, cfg: FinetuneConfig):

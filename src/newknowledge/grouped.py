@@ -1,0 +1,231 @@
+"""Fine-tuning many runs of one base model together (paper Sec. 4's grid).
+
+The grid of Sec. 4 (D with X% Unknown, D_Known, seeds) is many small runs of
+the same model.  :func:`train_group` trains them as one stacked model
+(:class:`newknowledge.stacked.Stack`) and evaluates them together, writing each
+run's folder exactly as :func:`newknowledge.finetune.train_run` does (same key,
+records, checkpoint format), so either path resumes the other's runs and the
+rest of the package cannot tell them apart.
+
+Each run keeps what it has alone: its data, its batch order (a function of
+(seed, epoch)), its AdamW state and step count, its loss (the mean over its
+answer tokens; the group's loss is the sum over runs, so each run's gradient
+is its own).  Runs of different sizes share a group: at a step where a run has
+no batch left it does not move.  Evaluation decides greedy correctness by
+teacher forcing as :func:`newknowledge.lm.score` does, with each run's weights.
+Records equal the per-run path's up to float rounding (``tests/test_grouped.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .stacked import Dropout, Stack
+
+
+# -- training steps and evaluation of a group --------------------------------------------------------------------------
+def train_step(stack: Stack, runs: list[int], batches: list[list[tuple[list[int], list[int]]]], pad: int,
+               drop: Dropout | None = None) -> None:
+    """One optimizer step of each run in ``runs`` on its own batch; the other runs do not move.
+
+    Args:
+        batches: per run, its batch of ``(input_ids, labels)`` pairs
+            (:func:`newknowledge.finetune.encode_examples`); labels are -100 off the answer.
+    """
+    A, B, T = len(runs), max(map(len, batches)), max(len(x) for b in batches for x, _ in b)
+    ids = torch.full((A, B, T), pad, dtype=torch.long)
+    labels = torch.full((A, B, T), -100, dtype=torch.long)
+    for a, batch in enumerate(batches):
+        for b, (x, y) in enumerate(batch):
+            ids[a, b, :len(x)], labels[a, b, :len(y)] = torch.tensor(x), torch.tensor(y)
+    masks = None
+    if drop is not None:
+        shapes = [(len(b), max(len(x) for x, _ in b)) for b in batches]
+        d = stack.params["transformer.wte.weight"].shape[-1]
+        masks = drop.masks(runs, shapes, (B, T), d, stack.heads, stack.layers)
+    which = torch.tensor(runs)
+    h = stack.hidden(ids, which, masks)  # (A, B, T, d)
+    # Position t predicts token t + 1: the answer tokens' predecessors, each run's first, padded to the
+    # longest count (A, N); a stable sort puts each run's selected positions first, in order.
+    target = labels[:, :, 1:].reshape(A, -1)  # (A, B * (T - 1))
+    chosen = target != -100
+    count = chosen.sum(1)
+    idx = torch.argsort((~chosen).byte(), dim=1, stable=True)[:, :int(count.max())]
+    valid = torch.arange(idx.shape[1]) < count[:, None]
+    pos = idx // (T - 1) * T + idx % (T - 1)
+    logits = stack.logits_at(h, pos, which)  # (A, N, vocab)
+    ce = F.cross_entropy(logits.flatten(0, 1), target.gather(1, idx).clamp(min=0).flatten(), reduction="none")
+    # Sum over runs of each run's mean answer-token loss: run a's gradient is its own loss's.
+    loss = (ce.view(A, -1) * valid / count[:, None]).sum()
+    loss.backward()
+    stack.adamw_step(which)
+
+
+class Scorer:
+    """Greedy correctness by teacher forcing (:func:`newknowledge.lm.score`, ``greedy_only``) for R runs at once.
+
+    Each run has its own questions (its train examples, the shared evaluation
+    questions, ...); they are tokenized and batched once, and every call
+    scores them with the runs' current weights.
+    """
+
+    def __init__(self, tokenizer, vocab: int, sets: list[list[tuple[list[str], list[str]]]], batch: int = 128):
+        """Args:
+            sets: per run, a list of ``(prompts, golds)`` sets; equal sets (the
+                same list objects) are tokenized once.
+        """
+        from . import lm
+
+        seen, self.sizes, rows = {}, [], []
+        for run in sets:
+            enc = []
+            for prompts, golds in run:
+                key = (id(prompts), id(golds))
+                if key not in seen:
+                    seen[key] = lm.answer_ids(tokenizer, prompts, golds)
+                enc.append(seen[key])
+            self.sizes.append([len(p) for p, _, _ in enc])
+            rows.append([(p + c, len(p), c, r) for p_ids, c_ids, rests in enc for p, c, r in zip(p_ids, c_ids, rests)])
+        rests = sorted({r for run in rows for *_, r in run})
+        # Accepted stop tokens per distinct line-end text, as lm.score decides them: (n_rests, vocab).
+        self.ends = torch.stack([lm.line_end_mask(tokenizer, vocab, r) for r in rests])
+        rest_id = {r: k for k, r in enumerate(rests)}
+        pad = tokenizer.pad_token_id
+        orders = [np.argsort([len(x) for x, *_ in run], kind="stable") for run in rows]  # less padding
+        self.batches = []
+        for s in range(0, max(map(len, rows)), batch):
+            chunk = [[run[i] for i in order[s:s + batch]] for run, order in zip(rows, orders)]
+            R, B = len(rows), max(map(len, chunk))
+            T = max(len(x) for c in chunk for x, *_ in c)
+            K = max(len(c) for cs in chunk for _, _, c, _ in cs) + 1  # gold tokens, then the stop
+            ids = torch.full((R, B, T), pad, dtype=torch.long)
+            pos = torch.zeros((R, B, K), dtype=torch.long)  # flat b * T + t: slot j predicts gold token j
+            gold = torch.full((R, B, K - 1), -1, dtype=torch.long)  # -1: no gold token in this slot
+            last = torch.zeros((R, B), dtype=torch.long)  # the slot that must predict a stop
+            rest = torch.zeros((R, B), dtype=torch.long)
+            row = torch.full((R, B), -1, dtype=torch.long)  # index into the run's questions (-1: padding)
+            for r, cs in enumerate(chunk):
+                for b, (x, n_p, c, rs) in enumerate(cs):
+                    ids[r, b, :len(x)] = torch.tensor(x)
+                    pos[r, b] = b * T + n_p - 1 + torch.arange(K).clamp(max=len(c))
+                    gold[r, b, :len(c)] = torch.tensor(c, dtype=torch.long)
+                    last[r, b], rest[r, b] = len(c), rest_id[rs]
+                row[r, :len(cs)] = torch.as_tensor(orders[r][s:s + len(cs)])
+            self.batches.append((ids, pos.view(R, -1), gold, last, rest, row))
+
+    @torch.no_grad()
+    def flags(self, stack: Stack, runs: list[int]) -> list[list[np.ndarray]]:
+        """Per run in ``runs``, per set: bool array, the greedy answer is the gold and then stops."""
+        which = torch.tensor(runs)
+        out = [np.zeros(sum(self.sizes[r]), bool) for r in runs]
+        for ids, pos, gold, last, rest, row in self.batches:
+            h = stack.hidden(ids[which], which)
+            arg = stack.logits_at(h, pos[which], which).argmax(-1).view(len(runs), ids.shape[1], -1)  # (A, B, K)
+            ok = ((arg[..., :-1] == gold[which]) | (gold[which] < 0)).all(-1)
+            ok &= self.ends[rest[which], arg.gather(2, last[which][..., None]).squeeze(-1)]
+            for a, r in enumerate(runs):
+                real = row[r] >= 0
+                out[a][row[r][real].numpy()] = ok[a][real].numpy()
+        return [np.split(o, np.cumsum(self.sizes[r])[:-1]) for o, r in zip(out, runs)]
+
+
+# -- runs ----------------------------------------------------------------------------------------------------------
+def train_group(specs: list, trains: list[pd.DataFrame], evals: pd.DataFrame, *, threads: int | None = None,
+                stop_after: int | None = None, position: int = 0) -> list[Path]:
+    """Fine-tune several runs of one base model together; each run's folder as :func:`finetune.train_run` writes it.
+
+    Args:
+        specs: :class:`newknowledge.finetune.RunSpec` of each run: the same
+            model and config apart from variant and seed.
+        trains: each run's train set; evals: the questions every run is evaluated on.
+        threads: torch threads (default ``ft_threads``: groups run side by side, as single runs do).
+        stop_after: stop after this many epochs in this call (tests simulate a kill).
+
+    Returns:
+        The run folders, in the order of ``specs``.
+    """
+    from . import finetune
+
+    cfg = specs[0].cfg
+    if any((s.model_path, s.dtype, s.cfg) != (specs[0].model_path, specs[0].dtype, cfg) for s in specs):
+        raise ValueError("a group's runs need the same model and config (they differ in data, variant and seed)")
+    paths = [finetune.run_dir(s, t, evals) for s, t in zip(specs, trains)]
+    todo, starts, states = [], [], []
+    for i, path in enumerate(paths):
+        if (path / "done.json").exists():
+            continue
+        finetune.begin(specs[i], path)
+        start, state = finetune.resume_point(path)  # each run from where it stopped
+        if start > cfg.ft_epochs:  # killed after its last epoch was saved
+            finetune.finish(path, cfg)
+            continue
+        todo.append(i), starts.append(start), states.append(state)
+    if not todo:
+        return paths
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or cfg.ft_threads)
+    try:
+        _train(specs, trains, evals, [paths[i] for i in todo], todo, starts, states, stop_after, position)
+    finally:
+        torch.set_num_threads(old_threads)
+    return paths
+
+
+def _train(specs, trains, evals, paths, todo, starts, states, stop_after, position) -> None:
+    """The body of :func:`train_group` for the unfinished runs ``todo`` (indices into ``specs``)."""
+    from . import finetune, lm
+
+    cfg = specs[0].cfg
+    model, tok = lm.load(specs[0].model_path, device="cpu", dtype=specs[0].dtype)
+    stack = Stack(model, len(todo), cfg.ft_lr, cfg.ft_weight_decay)
+    template = torch.optim.AdamW(model.parameters(), lr=cfg.ft_lr, weight_decay=cfg.ft_weight_decay).state_dict()
+    for a, state in enumerate(states):
+        if state is not None:
+            stack.load_run_state(a, state["model"], state["opt"])
+    prompt = finetune._format(cfg.ft_format)[0]
+    ev_q = [prompt.format(q=q) for q in evals["question"]]
+    shared, idk = (ev_q, evals["answer"].tolist()), (ev_q, [finetune.IDK] * len(evals))
+    sets = [[([prompt.format(q=q) for q in trains[i]["question"]], trains[i]["answer"].tolist()), shared]
+            + ([idk] if specs[i].variant.startswith("idk") else []) for i in todo]
+    scorer = Scorer(tok, model.get_output_embeddings().weight.shape[0], sets, cfg.ft_eval_batch or 128)
+    examples = [finetune.encode_examples(tok, trains[i]["question"].tolist(), trains[i]["answer"].tolist(),
+                                         cfg.ft_format) for i in todo]
+
+    def record(runs: list[int], epoch_of: list[int]) -> None:
+        for a, flags, epoch in zip(runs, scorer.flags(stack, runs), epoch_of):
+            i = todo[a]
+            state = None
+            if epoch > 0:
+                model_state, opt_state = stack.run_state(a, template)
+                state = {"model": model_state, "opt": opt_state}
+            finetune.save_epoch(paths[a], epoch, finetune.records(trains[i], evals, epoch, *flags), state)
+            if epoch == cfg.ft_epochs:
+                finetune.finish(paths[a], cfg)
+
+    fresh = [a for a, s in enumerate(starts) if s == 0]
+    if fresh:  # epoch 0: the base model, before any training
+        record(fresh, [0] * len(fresh))
+    starts = [max(s, 1) for s in starts]
+    p_drop = float(getattr(cfg, "ft_dropout", 0.0))
+    rounds = range(cfg.ft_epochs + 1 - min(starts))
+    for n in tqdm(rounds, desc=f"{len(todo)} runs grouped", position=position, leave=False, unit="epoch"):
+        if stop_after is not None and n >= stop_after:
+            break
+        active = [a for a, s in enumerate(starts) if s + n <= cfg.ft_epochs]
+        epochs = [starts[a] + n for a in active]
+        seeds = [specs[todo[a]].seed for a in active]
+        # Each run's own batch order, as in train_run: a function of (seed, epoch) alone.
+        orders = [np.random.default_rng([s, e]).permutation(len(examples[a])) for a, s, e in zip(active, seeds, epochs)]
+        drop = Dropout(p_drop, active, seeds, epochs) if p_drop > 0 else None
+        for k in range(0, max(map(len, orders)), cfg.ft_batch):
+            live = [j for j, o in enumerate(orders) if k < len(o)]  # runs with a batch at this step
+            batches = [[examples[active[j]][i] for i in orders[j][k:k + cfg.ft_batch]] for j in live]
+            train_step(stack, [active[j] for j in live], batches, tok.pad_token_id, drop)
+        record(active, epochs)
+

@@ -1,0 +1,159 @@
+"""Grouped fine-tuning (grouped.py, stacked.py): the same records as the per-run path, resume, the optimizer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+from newknowledge import finetune, grouped, lm, stacked
+from newknowledge.config import FinetuneConfig
+
+from conftest import tiny_finetune_data
+
+CFG = FinetuneConfig(ft_epochs=3, ft_batch=4, ft_lr=1e-3, ft_eval_batch=32)
+
+
+def _jobs(tiny_model_path, tiny_world, cfg=CFG):
+    """Three runs of different sizes (16, 8 and 11 examples, so 4, 2 and 3 steps an epoch), one a D_IDK run."""
+    train, ev = tiny_finetune_data(tiny_world)
+    path = str(tiny_model_path)
+    data = [train, train.iloc[::2].reset_index(drop=True), train.head(11)]
+    specs = [finetune.RunSpec(path, "unknown_50", 0, cfg), finetune.RunSpec(path, "known_50", 0, cfg),
+             finetune.RunSpec(path, "idk_50", 1, cfg)]
+    return specs, data, ev
+
+
+def _per_run(specs, data, ev):
+    return [finetune.load_records([finetune.train_run(s, d, ev)]) for s, d in zip(specs, data)]
+
+
+def test_grouped_records_equal_the_per_run_records(tiny_model_path, tiny_world, tmp_path, monkeypatch):
+    specs, data, ev = _jobs(tiny_model_path, tiny_world)
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "single"))
+    single = _per_run(specs, data, ev)
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "grouped"))
+    paths = grouped.train_group(specs, data, ev)
+    for path, want in zip(paths, single):
+        assert (path / "done.json").exists() and not (path / "checkpoint.pt").exists()
+        # Every fitted and evaluation flag (and the D_IDK run's abstentions) is identical: the logits
+        # differ by float rounding only (about 1e-5, see test_stacked_forward_matches_hugging_face).
+        pd.testing.assert_frame_equal(finetune.load_records([path]), want)
+    assert "idk" in single[2] and single[1].epoch.max() == 3
+    fitted = single[0][single[0].split == "train"].groupby("epoch")["correct"].mean()
+    assert fitted.loc[3] > fitted.loc[0]  # the runs learned: equal records are not frozen ones
+
+
+def test_a_killed_group_resumes_by_either_path_with_identical_records(tiny_model_path, tiny_world, tmp_path,
+                                                                       monkeypatch):
+    specs, data, ev = _jobs(tiny_model_path, tiny_world)
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "full"))
+    full = [finetune.load_records([p]) for p in grouped.train_group(specs, data, ev)]
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "killed"))
+    paths = grouped.train_group(specs, data, ev, stop_after=1)  # "killed" after one epoch
+    assert all((p / "checkpoint.pt").exists() and not (p / "done.json").exists() for p in paths)
+    (paths[0] / "epoch_002.tmp").write_text("half-written")  # debris of the kill is ignored
+    # The first run resumes alone on the per-run path; the other two resume as a group.
+    resumed = [finetune.load_records([finetune.train_run(specs[0], data[0], ev)])]
+    resumed += [finetune.load_records([p]) for p in grouped.train_group(specs[1:], data[1:], ev)]
+    for got, want in zip(resumed, full):
+        pd.testing.assert_frame_equal(got, want)
+
+
+def test_a_per_run_checkpoint_resumes_in_a_group(tiny_model_path, tiny_world, tmp_path, monkeypatch):
+    specs, data, ev = _jobs(tiny_model_path, tiny_world)
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "a"))
+    want = _per_run(specs[:2], data[:2], ev)
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "b"))
+    finetune.train_run(specs[0], data[0], ev, stop_after=2)  # at epoch 2; the other run not started
+    got = [finetune.load_records([p]) for p in grouped.train_group(specs[:2], data[:2], ev)]
+    for g, w in zip(got, want):
+        pd.testing.assert_frame_equal(g, w)
+
+
+def test_stacked_forward_matches_hugging_face(tiny_model, tiny_world):
+    model, tok = tiny_model
+    train, _ = tiny_finetune_data(tiny_world)
+    ids, mask, _ = finetune._collate(finetune.encode_examples(tok, train.question.tolist(), train.answer.tolist(),
+                                                              "qa")[:6], tok.pad_token_id)
+    stack = stacked.Stack(model, 2, lr=1e-3)
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask).logits  # right-padded, as in training
+        h = stack.hidden(ids.expand(2, -1, -1).contiguous())
+        got = stack.logits_at(h, torch.arange(ids.numel()).expand(2, -1)).view(2, *want.shape)
+    real = mask.bool()
+    for r in range(2):
+        torch.testing.assert_close(got[r][real], want[real], atol=1e-4, rtol=1e-4)
+
+
+def test_stacked_adamw_is_torch_adamw_with_a_step_count_per_run(tiny_model):
+    """Bit for bit, weight decay included, for a run that skips steps; the checkpoint state loads into torch's."""
+    model, _ = tiny_model
+    ref = lm.load(model.name_or_path, device="cpu")[0]
+    opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=0.1)
+    stack = stacked.Stack(model, 3, lr=1e-3, weight_decay=0.1)
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(0)
+    for step in range(4):
+        grads = {n: torch.randn(p.shape, generator=gen) for n, p in ref.named_parameters()}
+        for n, p in ref.named_parameters():
+            p.grad = grads[n].clone()
+        opt.step()
+        runs = [0, 1] if step == 0 else [1]  # run 0 steps once, run 2 never
+        for n, p in stack.params.items():
+            p.grad = torch.zeros_like(p)
+            p.grad[runs] = grads[n]
+        stack.adamw_step(torch.tensor(runs))
+    for n, p in ref.named_parameters():
+        assert torch.equal(stack.params[n][1], p.detach()), n
+        assert torch.equal(stack.params[n][2], base[n]), n  # no batch, no move
+    assert stack.steps.tolist() == [1, 4, 0]
+    weights, state = stack.run_state(1, opt.state_dict())
+    fresh = torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=0.1)
+    fresh.load_state_dict(state)
+    for (i, a), b in zip(opt.state_dict()["state"].items(), fresh.state_dict()["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in ("step", "exp_avg", "exp_avg_sq")), i
+
+
+@dataclasses.dataclass(frozen=True)
+class _DropoutConfig(FinetuneConfig):
+    ft_dropout: float = 0.2  # read by grouped.py when the config has it
+
+
+def test_dropout_masks_belong_to_the_run(tiny_model_path, tiny_world, tmp_path, monkeypatch):
+    """With dropout a run's records do not depend on its group, and survive a kill; without, they differ."""
+    specs, data, ev = _jobs(tiny_model_path, tiny_world, _DropoutConfig(**dataclasses.asdict(CFG)))
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "alone"))
+    alone = finetune.load_records(grouped.train_group(specs[:1], data[:1], ev))
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "group"))
+    grouped.train_group(specs, data, ev, stop_after=1)
+    together = finetune.load_records(grouped.train_group(specs, data, ev)[:1])
+    pd.testing.assert_frame_equal(together, alone)
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "none"))
+    plain = dataclasses.replace(specs[0], cfg=CFG)
+    without = finetune.load_records(grouped.train_group([plain], data[:1], ev))
+    assert not without["correct"].equals(alone["correct"])
+
+
+def test_groups_need_one_model_and_config(tiny_model_path, tiny_world):
+    specs, data, ev = _jobs(tiny_model_path, tiny_world)
+    other = dataclasses.replace(specs[1], cfg=dataclasses.replace(CFG, ft_lr=1e-4))
+    with pytest.raises(ValueError, match="same model and config"):
+        grouped.train_group([specs[0], other], data[:2], ev)
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes(tiny_model_path, tiny_world, tmp_path, monkeypatch):
+    """Only epoch 0 recorded, no checkpoint yet: both paths continue from the base model."""
+    specs, data, ev = _jobs(tiny_model_path, tiny_world, dataclasses.replace(CFG, ft_epochs=1))
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "full"))
+    want = _per_run(specs[:2], data[:2], ev)
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "killed"))
+    paths = [finetune.train_run(specs[0], data[0], ev, stop_after=0),
+             grouped.train_group(specs[1:2], data[1:2], ev, stop_after=0)[0]]
+    assert all((p / "epoch_000.parquet").exists() and not (p / "checkpoint.pt").exists() for p in paths)
+    got = [finetune.load_records(grouped.train_group(specs[:1], data[:1], ev)),
+           finetune.load_records([finetune.train_run(specs[1], data[1], ev)])]
+    for g, w in zip(got, want):
+        pd.testing.assert_frame_equal(g, w)
