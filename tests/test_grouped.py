@@ -73,6 +73,25 @@ def test_a_per_run_checkpoint_resumes_in_a_group(tiny_model_path, tiny_world, tm
         pd.testing.assert_frame_equal(g, w)
 
 
+def test_run_all_groups_what_it_can_and_the_switch_turns_it_off(tiny_model_path, tiny_world, tmp_path,
+                                                               monkeypatch):
+    specs, data, ev = _jobs(tiny_model_path, tiny_world, dataclasses.replace(CFG, ft_epochs=1))
+    assert grouped.plan(specs, workers=1) == ([[0, 1, 2]], [])
+    assert grouped.plan(specs, workers=2) == ([[0, 2], [1]], [])
+    lora = dataclasses.replace(specs[0], cfg=dataclasses.replace(CFG, lora_rank=4))
+    off = dataclasses.replace(specs[1], cfg=dataclasses.replace(CFG, ft_grouped=False))
+    gpu = dataclasses.replace(specs[2], device="cuda")
+    assert grouped.plan([lora, off, gpu], workers=1) == ([], [0, 1, 2])
+    calls = []
+    monkeypatch.setattr(finetune, "train_run", lambda *a, **k: calls.append(a))
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "grouped"))
+    paths = finetune.run_all(list(zip(specs, data)), ev, workers=1)
+    assert not calls and all((p / "done.json").exists() for p in paths)  # all three trained as one group
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "off"))
+    finetune.run_all([(off, data[1])], ev, workers=1)
+    assert len(calls) == 1  # ft_grouped: false takes the per-run path
+
+
 def test_stacked_forward_matches_hugging_face(tiny_model, tiny_world):
     model, tok = tiny_model
     train, _ = tiny_finetune_data(tiny_world)

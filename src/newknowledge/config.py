@@ -98,6 +98,8 @@ class FinetuneConfig:
     ft_threads: int = 1  # torch threads per run (runs go side by side)
     workers: int = 2  # runs executed in parallel
     executor: str = "local"  # "local" (process pool) or "ray" (Ray tasks; pip install '.[ray]')
+    ft_grouped: bool = True  # local CPU runs of a GPT-2 model trained together as one stacked model (grouped.py)
+    ft_group_size: int = 0  # runs per group at most; 0 = the groupable runs split evenly over the workers
     lora_rank: int = 0  # 0 = full fine-tuning (the paper); >0 = LoRA via peft
     lora_alpha: int = 16
     lora_targets: str = ""  # comma-separated module names; "" = peft's default
@@ -204,6 +206,8 @@ def _validate(s: Study) -> None:
         raise ConfigError(f"ft_eval must be 'teacher' or 'generate', got {s.finetune.ft_eval!r}")
     if s.finetune.executor not in ("local", "ray"):
         raise ConfigError(f"executor must be 'local' or 'ray', got {s.finetune.executor!r}")
+    if s.finetune.ft_group_size < 0:
+        raise ConfigError(f"ft_group_size must be >= 0 (0 = no limit), got {s.finetune.ft_group_size}")
     if not s.study.seeds:
         raise ConfigError("seeds must list at least one seed")
 

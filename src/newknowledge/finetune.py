@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import lm, store
+from . import grouped, lm, store
 from .config import FinetuneConfig, config_hash
 from .metrics import exact_match
 
@@ -134,8 +134,9 @@ class RunSpec:
 
 
 # Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
+# Grouped training (grouped.py) writes the same records, up to float rounding, to the same folders.
 _NOT_IN_KEY = ("pct_unknown", "dataset_size", "alt_format", "workers", "executor",
-               "ft_eval_batch")
+               "ft_eval_batch", "ft_grouped", "ft_group_size")
 
 
 def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame) -> Path:
@@ -290,7 +291,9 @@ def run_all(jobs: list[tuple[RunSpec, pd.DataFrame]], evals: pd.DataFrame, worke
     """Execute every run not yet finished: ``workers`` at a time (local process pool), or as Ray tasks.
 
     Runs are independent: two single-threaded runs side by side use two cores
-    better than one run with two threads, for models this small.  With
+    better than one run with two threads, for models this small.  Local CPU
+    runs of a GPT-2 model train in groups, each as one stacked model, the
+    groups side by side (:mod:`newknowledge.grouped`, ``ft_grouped``).  With
     ``executor="ray"`` each run is a Ray task (``ft_threads`` CPUs, one GPU if
     the run's device is CUDA) on the instance at ``RAY_ADDRESS`` (a cluster) or
     a local one; every task writes to ``NEWKNOWLEDGE_ARTIFACTS``, which on a
@@ -298,6 +301,10 @@ def run_all(jobs: list[tuple[RunSpec, pd.DataFrame]], evals: pd.DataFrame, worke
     skipped and interrupted ones resume.
     """
     todo = [(i, s, t) for i, (s, t) in enumerate(jobs) if not (run_dir(s, t, evals) / "done.json").exists()]
+    if todo and executor == "local":  # runs that can be trained together as one stacked model are (grouped.py)
+        groups, rest = grouped.plan([s for _, s, _ in todo], workers)
+        grouped.run_groups([([todo[k][1] for k in g], [todo[k][2] for k in g]) for g in groups], evals, workers)
+        todo = [todo[k] for k in rest]
     bar = dict(total=len(todo), desc="fine-tuning runs", unit="run")
     if todo and executor == "ray":
         _run_ray([(s, t, evals, 0) for _, s, t in todo], bar)

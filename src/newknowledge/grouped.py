@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .stacked import Dropout, Stack
+from .stacked import Dropout, Stack, supports
 
 
 # -- training steps and evaluation of a group --------------------------------------------------------------------------
@@ -229,3 +229,64 @@ def _train(specs, trains, evals, paths, todo, starts, states, stop_after, positi
             train_step(stack, [active[j] for j in live], batches, tok.pad_token_id, drop)
         record(active, epochs)
 
+
+def groupable(spec) -> bool:
+    """Whether a run can be trained in a group: full fine-tuning of a local GPT-2 model on the CPU, in float32.
+
+    Real models on a GPU, LoRA, generated evaluation and ``ft_grouped: false``
+    keep the per-run path.
+    """
+    cfg = spec.cfg
+    if not (cfg.ft_grouped and cfg.lora_rank == 0 and cfg.ft_eval == "teacher" and str(spec.device) == "cpu"
+            and spec.dtype in ("auto", "float32")):
+        return False
+    if not (Path(spec.model_path) / "config.json").exists():  # a hub id: never download to decide
+        return False
+    from transformers import AutoConfig
+
+    return supports(AutoConfig.from_pretrained(spec.model_path))
+
+
+def plan(specs: list, workers: int) -> tuple[list[list[int]], list[int]]:
+    """Which runs train together: groups of runs with the same model and config, the rest per run.
+
+    The groupable runs of one (model, config) are dealt round-robin into
+    ``workers`` groups (side by side, one process each, as the per-run path
+    runs single runs), or more when ``ft_group_size`` caps a group's size.
+
+    Returns:
+        ``(groups, rest)``: lists of indices into ``specs``.
+    """
+    from .config import config_hash
+
+    by_key: dict[tuple, list[int]] = {}
+    rest = []
+    for i, s in enumerate(specs):
+        if groupable(s):
+            by_key.setdefault((s.model_path, s.dtype, config_hash(s.cfg)), []).append(i)
+        else:
+            rest.append(i)
+    groups = []
+    for idx in by_key.values():
+        size = specs[idx[0]].cfg.ft_group_size
+        n = max(min(max(1, workers), len(idx)), -(-len(idx) // size) if size else 1)
+        groups += [idx[k::n] for k in range(n)]
+    return groups, rest
+
+
+def _worker(args) -> None:
+    specs, trains, evals, position = args
+    train_group(specs, trains, evals, position=position)
+
+
+def run_groups(groups: list[tuple[list, list[pd.DataFrame]]], evals: pd.DataFrame, workers: int = 1) -> None:
+    """Train each ``(specs, trains)`` group, ``workers`` groups at a time in their own processes."""
+    if workers > 1 and len(groups) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(groups)), mp_context=get_context("spawn")) as pool:
+            list(pool.map(_worker, [(s, t, evals, k % workers + 1) for k, (s, t) in enumerate(groups)]))
+    else:
+        for specs, trains in groups:
+            train_group(specs, trains, evals)
