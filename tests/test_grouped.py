@@ -105,6 +105,13 @@ def test_stacked_forward_matches_hugging_face(tiny_model, tiny_world):
     real = mask.bool()
     for r in range(2):
         torch.testing.assert_close(got[r][real], want[real], atol=1e-4, rtol=1e-4)
+    # Rows that open alike: the shared tokens run once (evaluation's prefix), the same logits after them.
+    ids[:, :3] = ids[0, :3]
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask).logits[:, 3:]
+        h = stack.hidden(ids[None, :, 3:].expand(2, -1, -1).contiguous(), prefix=ids[:1, :3].expand(2, -1))
+        got = stack.logits_at(h, torch.arange(ids[:, 3:].numel()).expand(2, -1)).view(2, *want.shape)
+    torch.testing.assert_close(got[1][real[:, 3:]], want[real[:, 3:]], atol=1e-4, rtol=1e-4)
 
 
 def test_stacked_adamw_is_torch_adamw_with_a_step_count_per_run(tiny_model):

@@ -60,7 +60,8 @@ class Stack:
         self.steps = torch.zeros(runs, dtype=torch.long)
 
     # -- forward -----------------------------------------------------------------------------------------------------
-    def hidden(self, ids: torch.Tensor, runs: torch.Tensor | None = None, drop: list | None = None) -> torch.Tensor:
+    def hidden(self, ids: torch.Tensor, runs: torch.Tensor | None = None, drop: list | None = None,
+               prefix: torch.Tensor | None = None) -> torch.Tensor:
         """Final hidden states (after ``ln_f``) of right-padded rows.
 
         Args:
@@ -69,24 +70,46 @@ class Stack:
                 real token what the attention mask gives it in Hugging Face).
             runs: the A runs (all R when None).
             drop: optional per-site dropout masks from :class:`Dropout` (training only).
+            prefix: optional long tensor of shape (A, L): tokens that every row of
+                run ``a`` continues (``ids`` then start at position L).  Their keys
+                and values are computed once and shared by the B rows, as
+                :mod:`newknowledge.engine` shares SliCK's exemplar lines.
 
         Returns:
             Tensor of shape (A, B, T, d).
         """
         P = self._pick(runs)
+        past = None if prefix is None else self._blocks(P, prefix[:, None], collect=True)[1]
+        x, _ = self._blocks(P, ids, drop, past)
+        return self._ln(x, P["transformer.ln_f.weight"], P["transformer.ln_f.bias"])
+
+    def _blocks(self, P: dict, ids: torch.Tensor, drop: list | None = None, past: list | None = None,
+                collect: bool = False) -> tuple[torch.Tensor, list]:
+        """The embeddings and transformer blocks: (A, B, T, d) states, and each layer's (keys, values) if ``collect``.
+
+        ``past`` holds per layer the keys and values of a prefix, each of shape
+        (A, heads, L, hd), attended to by every row (positions then start at L).
+        """
         A, B, T = ids.shape
+        L = 0 if past is None else past[0][0].shape[2]
         wte = P["transformer.wte.weight"]  # (A, V, d)
         V, d = wte.shape[1:]
         # One embedding lookup for all runs: run a's table starts at row a * V of the flattened tables.
         x = F.embedding(ids + V * torch.arange(A)[:, None, None], wte.reshape(A * V, d))
-        x = x + P["transformer.wpe.weight"][:, None, :T]  # positions 0..T-1, as HF without position_ids
+        x = x + P["transformer.wpe.weight"][:, None, L:L + T]  # positions L..L+T-1, as HF's default ids
         x = _drop(x, drop, 0)
-        hd = d // self.heads
+        hd, kv = d // self.heads, []
         for i in range(self.layers):
             g = lambda name: P[f"transformer.h.{i}.{name}"]  # noqa: E731
             h = _linear(self._ln(x, g("ln_1.weight"), g("ln_1.bias")), g("attn.c_attn.weight"), g("attn.c_attn.bias"))
             q, k, v = h.view(A * B, T, 3, self.heads, hd).permute(2, 0, 3, 1, 4)  # each (A*B, heads, T, hd)
-            if drop is None:
+            if collect:
+                kv.append((k, v))
+            if past is not None:  # every row sees the whole prefix, and its own tokens causally
+                pk, pv = (t[:, None].expand(-1, B, -1, -1, -1).reshape(A * B, self.heads, L, hd) for t in past[i])
+                see = torch.cat([torch.ones(T, L, dtype=torch.bool), torch.ones(T, T, dtype=torch.bool).tril()], 1)
+                a = F.scaled_dot_product_attention(q, torch.cat([pk, k], 2), torch.cat([pv, v], 2), attn_mask=see)
+            elif drop is None:
                 a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:  # attention dropout needs the probabilities themselves
                 w = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
@@ -97,7 +120,7 @@ class Stack:
             h = _linear(self._ln(x, g("ln_2.weight"), g("ln_2.bias")), g("mlp.c_fc.weight"), g("mlp.c_fc.bias"))
             h = F.gelu(h, approximate="tanh")  # HF's gelu_new, fused
             x = x + _drop(_linear(h, g("mlp.c_proj.weight"), g("mlp.c_proj.bias")), drop, 3 + 3 * i)
-        return self._ln(x, P["transformer.ln_f.weight"], P["transformer.ln_f.bias"])
+        return x, kv
 
     def _pick(self, runs: torch.Tensor | None, names=None) -> dict[str, torch.Tensor]:
         """The parameters ``names`` (default all) of ``runs``: a copy tracked by autograd, or as they are for all runs."""
