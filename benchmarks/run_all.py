@@ -1,4 +1,4 @@
-"""Run every benchmark (``make bench``): SliCK, training and evaluation, book chapters.
+"""Run every benchmark (``make bench``): SliCK, training and evaluation, grouped fine-tuning, book chapters.
 
 Each script prints its tables and writes CSV files to ``benchmarks/results/``.
 Extra arguments go to every script that accepts them, e.g. ``--quick``:
@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 QUICK = {
     "bench_slick.py": ["--n", "20", "--repeats", "1"],
     "bench_finetune.py": ["--steps", "5", "--eval-n", "100", "--repeats", "1"],
+    "bench_grouped.py": ["--epochs", "1", "--repeats", "1"],
     "bench_book.py": [],
 }
 

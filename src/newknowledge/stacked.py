@@ -14,7 +14,9 @@ This module is that model: the GPT-2 forward pass of Hugging Face's
 AdamW update with one step count per run, each run's state in the per-run
 checkpoint format, and dropout masks that belong to a run.  Results equal the
 per-run model's up to float rounding: the same operations, grouped differently.
-Every other architecture takes the per-run path.
+Every other architecture takes the per-run path.  (``torch.func.vmap`` over
+``functional_call`` of the Hugging Face model itself would be shorter, but it
+fails there: the model's mask creation branches on tensor values.)
 """
 
 from __future__ import annotations
