@@ -2,7 +2,7 @@
 #
 #   make book                 set up .venv, execute every notebook, build the HTML
 #   make test                 set up .venv, run the test suite
-#   make book PROFILE=full    another parameter profile (profiles/<name>.yaml)
+#   make book PROFILE=full    another parameter profile (src/newknowledge/profiles/<name>.yaml)
 #   make book PROFILE=paper MODEL=/path/or/hf-id EQ_DIR=/path/to/entityquestions/dataset
 #   make book PARAMS="-p ft_lr 1e-4"          extra papermill parameters
 #   make notebooks NOTEBOOKS=notebooks/02_unknown_harm.ipynb   one notebook only
@@ -34,17 +34,22 @@ TORCH := torch==2.13.0
 # Notebook execution
 # ---------------------------------------------------------------------------
 PROFILE ?= quick
-PROFILE_FILE := profiles/$(PROFILE).yaml
+# The profiles are package data, so an installed package has them too.
+PROFILES_DIR := src/newknowledge/profiles
+PROFILE_FILE := $(PROFILES_DIR)/$(PROFILE).yaml
 MODEL ?=
 EQ_DIR ?=
 PARAMS ?=
 NOTEBOOKS ?= $(sort $(wildcard notebooks/*.ipynb))
 CHAPTERS_DIR := book/chapters
 # The package anchors its paths (artifacts/, data) to its own location, so the
-# notebooks run from the repository root; no --cwd is needed. The progress bar
-# stays on (papermill's default); cell output goes to the executed notebook,
-# not to the log.
-PAPERMILL_ARGS = -k python3 --no-log-output -f $(PROFILE_FILE) \
+# notebooks run from the repository root; no --cwd is needed. Each notebook
+# runs through tools/run_notebook.py (papermill's Python API, papermill's -f/-p
+# options): the terminal shows the package's progress bars (pretraining steps,
+# SliCK chunks, fine-tuning runs and epochs) instead of papermill's cell
+# counter, cell output goes to the executed notebook, and a failing notebook
+# ends with its error in one line.
+NOTEBOOK_ARGS = -k python3 -f $(PROFILE_FILE) \
 	$(if $(MODEL),-p model '$(MODEL)') \
 	$(if $(EQ_DIR),-p eq_dir '$(EQ_DIR)') \
 	$(PARAMS)
@@ -58,9 +63,10 @@ PAPERMILL_ARGS = -k python3 --no-log-output -f $(PROFILE_FILE) \
 # layout: --toc must be an absolute path (a relative one is resolved against
 # book/, giving book/book/_toc.yml), and --path-output must be given, or the
 # output goes next to the config file (./_build) instead of book/_build.
-# book/_toc.yml is rewritten by tools/make_toc.py before each build from the
-# chapters executed so far, so a chapter not yet run neither breaks the strict
-# build nor is silently dropped.
+# book/_toc.yml is written by hand and lists every chapter: tools/check_toc.py
+# stops the build when a listed chapter has not been executed (or a notebook or
+# executed chapter is not listed), so no chapter can silently drop out; then
+# tools/fold_parameters.py folds each executed notebook's parameter cells.
 # -n reports every broken reference, -W turns warnings into errors, and
 # --keep-going lists them all before failing. --all starts from a fresh Sphinx
 # environment, so warnings of unchanged pages are reported again.
@@ -69,7 +75,7 @@ JB_ARGS := book --config '$(CURDIR)/_config.yml' --toc '$(CURDIR)/book/_toc.yml'
 HTML_DIR := book/_build/html
 
 .PHONY: help setup check-profile notebooks html book test bench browser-test \
-	clean clean-artifacts
+	readme clean clean-artifacts
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -86,24 +92,24 @@ $(STAMP): pyproject.toml
 check-profile:
 	@test -f '$(PROFILE_FILE)' || { \
 		echo "error: no profile '$(PROFILE)': $(PROFILE_FILE) does not exist." >&2; \
-		avail=$$(ls profiles/*.yaml 2>/dev/null | sed -e 's|^profiles/||' -e 's|\.yaml$$||' | xargs || true); \
+		avail=$$(ls $(PROFILES_DIR)/*.yaml 2>/dev/null | sed -e 's|^.*/||' -e 's|\.yaml$$||' | xargs || true); \
 		echo "Available profiles: $${avail:-none}. Use make book PROFILE=<name>." >&2; \
 		exit 2; }
 
 notebooks: setup check-profile  ## execute notebooks/*.ipynb into book/chapters/ (the findings page into book/)
 	@mkdir -p $(CHAPTERS_DIR)
 	@test -n '$(NOTEBOOKS)' || echo "No notebooks in notebooks/: nothing to execute."
-	@for nb in $(NOTEBOOKS); do \
+	@n=0; total=$(words $(NOTEBOOKS)); for nb in $(NOTEBOOKS); do \
+		n=$$((n + 1)); \
 		out=$(CHAPTERS_DIR)/$$(basename "$$nb"); \
 		case "$$nb" in *_findings.ipynb) out=book/findings.ipynb;; esac; \
-		echo "== $$nb -> $$out (profile $(PROFILE))"; \
-		start=$$(date +%s); \
-		$(BIN)/papermill "$$nb" "$$out" $(PAPERMILL_ARGS); \
-		echo "== $$nb done in $$(( $$(date +%s) - start )) s"; \
+		echo "== [$$n/$$total] $$nb -> $$out (profile $(PROFILE))"; \
+		$(BIN)/python tools/run_notebook.py "$$nb" "$$out" $(NOTEBOOK_ARGS); \
 	done
 
 html: setup  ## build the HTML from the executed copies only (no execution)
-	$(BIN)/python tools/make_toc.py
+	$(BIN)/python tools/check_toc.py
+	$(BIN)/python tools/fold_parameters.py
 	$(BIN)/jupyter-book build $(JB_ARGS)
 	@echo "Book: $(HTML_DIR)/index.html"
 
@@ -116,9 +122,12 @@ bench: setup  ## run the benchmarks (benchmarks/run_all.py)
 	@test -f benchmarks/run_all.py || { echo "error: benchmarks/run_all.py does not exist yet." >&2; exit 2; }
 	$(BIN)/python benchmarks/run_all.py
 
-browser-test: setup  ## open every page of the built book in headless Chromium
+browser-test: setup  ## open every page of the built book in headless Chromium (Playwright)
 	@test -f $(HTML_DIR)/index.html || { echo "error: $(HTML_DIR)/index.html missing; run make book (or make html) first." >&2; exit 2; }
-	$(BIN)/python tools/browser_test.py $(HTML_DIR)
+	$(BIN)/python -m pytest tests/test_browser.py -m book --book-html '$(HTML_DIR)' -rA
+
+readme: setup  ## copy the last build's findings summary (PROFILE) into README.md
+	$(BIN)/python tools/update_readme.py --profile $(PROFILE)
 
 clean:  ## remove the built HTML and the executed notebooks (keeps artifacts/)
 	rm -rf book/_build $(CHAPTERS_DIR) book/findings.ipynb

@@ -33,7 +33,7 @@ import torch
 
 from _common import load_default, matmul_gflops, report
 from bench_slick import GenerateBaseline
-from newknowledge import finetune, lm, pretrain
+from newknowledge import finetune, lm, pretrain, prompts, train_step
 from newknowledge.metrics import exact_match
 
 
@@ -84,7 +84,7 @@ def main() -> None:
 
             def batches(i, b=batch):
                 start = (i * b) % (len(examples) - b)
-                return finetune._collate(examples[start:start + b], tok.pad_token_id)
+                return train_step.collate(examples[start:start + b], tok.pad_token_id)
 
             peak = matmul_gflops(threads)
             r = _train_steps(m, batches, args.steps)
@@ -115,7 +115,7 @@ def main() -> None:
     questions, answers = qs["question"].tolist(), qs["answer"].tolist()
     cfgs = {m: dataclasses.replace(study.finetune, ft_eval=m) for m in ("generate", "teacher")}
     hf = GenerateBaseline(prompts_per_batch=study.finetune.ft_eval_batch or 128)
-    prompts = [finetune.FORMATS[study.finetune.ft_format][0].format(q=q) for q in questions]
+    prompts = [prompts.ft_prompt(study.finetune.ft_format, q) for q in questions]
     modes = {
         "HF generate": lambda: np.array([exact_match(g, a)
                                          for g, a in zip(hf.decode(model, tok, prompts)[0], answers)]),

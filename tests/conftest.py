@@ -21,6 +21,11 @@ TINY = {
 }
 
 
+def pytest_addoption(parser):
+    parser.addoption("--book-html", default=None, metavar="DIR",
+                     help="built book for the browser test (tests/test_browser.py, marker 'book')")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _artifacts(tmp_path_factory):
     mp = pytest.MonkeyPatch()

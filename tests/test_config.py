@@ -49,6 +49,7 @@ def test_bad_choices_are_rejected():
 def test_notebook_namespace_rejects_a_mistyped_papermill_parameter():
     ns = config.from_params(config.load_profile("quick")).params()
     ns.update({"In": [], "_": None, "config": config})  # IPython's own names and modules are ignored
+    ns.update({"HTML": dict, "describe": len})  # so are imported classes and functions
     assert config.from_namespace(ns).slick.n_ex == ns["n_ex"]
     with pytest.raises(config.ConfigError, match="n_exemplars"):
         config.from_namespace({**ns, "n_exemplars": 4})
@@ -65,3 +66,33 @@ def test_parameters_cell_lists_every_parameter_typed_and_commented():
     for name in config.parameter_fields():
         assert f"\n{name}: " in cell
     assert "n_ex: int = 10  # random exemplar sets" in cell
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_of_every_notebook(notebook, caplog):
+    """What ``papermill --help-notebook`` shows, and the names behind its "unknown parameter" warning.
+
+    papermill's own parser (``papermill.inspection._infer_parameters``, the
+    function ``--help-notebook`` calls) skips a line it cannot parse with a
+    logged warning; a skipped parameter is then "unknown" to ``papermill -f``.
+    """
+    from papermill.inspection import _infer_parameters
+    from papermill.iorw import load_notebook_node
+
+    nb = load_notebook_node(str(notebook))
+    with caplog.at_level("WARNING", logger="papermill"):
+        found = {p.name: p for p in _infer_parameters(nb)}
+    assert not [r.getMessage() for r in caplog.records], "papermill could not parse these lines"
+    fields_ = config.parameter_fields()
+    assert sorted(found) == sorted(fields_), f"missing: {sorted(set(fields_) - set(found))}"
+    comments = config._field_comments()
+    for name, (_, f) in fields_.items():
+        assert found[name].inferred_type_name == f.type
+        assert found[name].help == comments.get(name, "")
+
+
+def test_a_comment_papermill_cannot_parse_fails_the_generator(monkeypatch):
+    monkeypatch.setitem(config._field_comments.__globals__, "_field_comments",
+                        lambda: {"n_ex": "prompts per question (0 = none)"})
+    with pytest.raises(config.ConfigError, match=r"reword the comment of n_ex"):
+        config.parameters_cell()

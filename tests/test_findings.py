@@ -1,13 +1,13 @@
-"""The findings page, chapter 6 and 7 analyses, and SliCK's N_ex ablation on hand-made inputs."""
+"""The findings page, verdicts, conclusions, the IDK outcomes and SliCK's N_ex ablation on hand-made inputs."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 
-from newknowledge import analysis, checks, finetune, findings, slick
+from newknowledge import categories, chapters, checks, finetune, findings
+from newknowledge.chapters import idk
 
 
 def _write_run(folder, variant, correct_by_epoch):
@@ -17,49 +17,83 @@ def _write_run(folder, variant, correct_by_epoch):
     for epoch, flags in enumerate(correct_by_epoch):
         rows = [(epoch, "dev", i, "HighlyKnown", bool(f)) for i, f in enumerate(flags)]
         rows += [(epoch, "test", i, "HighlyKnown", bool(f)) for i, f in enumerate(flags)]
+        rows += [(epoch, "train", i, "HighlyKnown", bool(f)) for i, f in enumerate(flags)]
         idk = [False] * len(rows)
         pd.DataFrame(rows, columns=["epoch", "split", "example", "category", "correct"]).assign(idk=idk).to_parquet(
             folder / f"epoch_{epoch:03d}.parquet")
 
 
-def test_findings_table_is_built_from_the_run_store_and_follows_it(tmp_path):
+def test_findings_page_is_built_from_the_run_store_and_follows_it(tmp_path):
     _write_run(tmp_path / "a", "unknown_50", [[1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0]])
     _write_run(tmp_path / "b", "idk_50", [[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]])
-    rec = finetune.load_records([tmp_path / "a", tmp_path / "b"])
-    page = findings.to_html(findings.table({7: checks.idk_checks(analysis.idk_table(rec))}))
-    assert "100.0 vs 75.0" in page  # D_IDK vs D at EARLY_STOP (epoch 1), read from the store
+
+    def page():
+        rec = finetune.load_records([tmp_path / "a", tmp_path / "b"])
+        chs = {7: chapters.Chapter(7, checks=[idk.converged(rec), idk.abstains_on_unknown(rec)])}
+        return findings.to_html(findings.collect(chs)), findings.summary(findings.collect(chs))
+
+    html, summary = page()
+    # one row per finding, the preconditions first and the beyond-the-paper checks last
+    assert html.count("<tr") == 1 + len(findings.paper.FINDINGS) + 2
+    assert list(summary["#"]) == ["setup", *map(str, findings.paper.FINDINGS), "beyond"]
+    assert 'href="chapters/07_idk_relabelling.html"' in html and "<details>" in html
     # Change one stored flag: the page changes with it.
-    f = tmp_path / "b" / "epoch_001.parquet"
+    f = tmp_path / "b" / "epoch_002.parquet"
     df = pd.read_parquet(f)
-    df.loc[(df.split == "test") & (df.example == 3), "correct"] = False
+    df.loc[(df.split == "train"), "correct"] = False
     df.to_parquet(f)
-    rec = finetune.load_records([tmp_path / "a", tmp_path / "b"])
-    page2 = findings.to_html(findings.table({7: checks.idk_checks(analysis.idk_table(rec))}))
-    assert page2 != page and "75.0 vs 75.0" in page2 and "100.0 vs 75.0" not in page2
-    assert page.count("<tr") == 1 + len(findings.FINDINGS)  # header + one row per finding
-    assert 'href="chapters/07_idk_relabelling.html"' in page
+    html2, _ = page()
+    assert html2 != html
 
 
-def test_idk_table_scores_only_answered_questions():
-    rows = []
-    for variant, idk in (("unknown_50", [False] * 4), ("idk_50", [False, False, True, True])):
-        for epoch in (0, 1):
-            for i in range(4):
-                rows.append((variant, 0, epoch, "test", i, "HighlyKnown", i == 0, idk[i]))
-                rows.append((variant, 0, epoch, "dev", i, "HighlyKnown", i < epoch + 1, False))
-    rec = pd.DataFrame(rows, columns=["variant", "seed", "epoch", "split", "example", "category", "correct", "idk"])
-    t = analysis.idk_table(rec).set_index(["variant", "duration"])
-    assert t.loc[("D_IDK", "EARLY_STOP"), "answered"] == 0.5
-    assert t.loc[("D_IDK", "EARLY_STOP"), "accuracy_answered"] == 0.5
-    assert t.loc[("D", "EARLY_STOP"), "accuracy_answered"] == 0.25
+def test_a_check_shown_by_two_chapters_is_listed_once():
+    c = checks.Check("k", 1, "finding", "claim", "stat", "thr", "paper", "ours", True)
+    chs = {2: chapters.Chapter(2, checks=[c]), 3: chapters.Chapter(3, checks=[c])}
+    assert findings.collect(chs) == [(2, c)]
+
+
+def test_verdicts():
+    def c(h):
+        return checks.Check("k", 1, "finding", "claim", "s", "t", "p", "o", h)
+
+    assert checks.verdict([c(True), c(True)]) == "holds"
+    assert checks.verdict([c(True), c(False)]) == "partly"
+    assert checks.verdict([c(False), c(False)]) == "does not hold"
+    assert checks.verdict([c(True), c(None)]) == "holds where decidable"
+    assert checks.verdict([c(None)]) == "not decidable"
+
+
+def test_across_seeds_holds_only_in_every_seed():
+    text, ok = checks.across({0: (-0.05, True), 1: (-0.03, True), 2: (0.01, False)})
+    assert ok is False and "holds in 2/3" in text and "across 3 seeds" in text
+    assert checks.across({0: (-0.05, True)}) == ("-5.0", True)
+    assert checks.across({0: (0.1, None)})[1] is None
+
+
+def test_conclusion_is_rendered_from_the_checks():
+    cs = [checks.Check("a", 1, "finding", "claim A", "s", "t", "p", "ours A", True),
+          checks.Check("b", None, "setup", "claim B", "s", "t", "p", "ours B", False)]
+    text = checks.conclusion(cs, {"always": "Fixed.", "a:holds": "A held.", "a:fails": "A failed.",
+                                  "b:fails": "B failed."})
+    assert "claim A* (finding 1) holds: ours A" in text and "A held." in text and "A failed." not in text
+    assert "does **not** hold" in text and "B failed." in text and text.endswith("Fixed.")
+
+
+def test_check_kinds_are_validated():
+    import pytest
+
+    with pytest.raises(ValueError, match="kind"):
+        checks.Check("k", 1, "nonsense", "c", "s", "t", "p", "o", True)
+    with pytest.raises(ValueError, match="finding number"):
+        checks.Check("k", None, "finding", "c", "s", "t", "p", "o", True)
 
 
 def test_fewer_exemplar_sets_recategorise_without_the_model():
     table = pd.DataFrame({"prompt_greedy": [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]],
                           "prompt_sample": [[1.0, 1.0, 1.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0]]})
-    assert slick.categories_with(table, 1, "sampling").tolist() == ["HighlyKnown", "Unknown", "Unknown"]
-    assert slick.categories_with(table, 2, "sampling").tolist() == ["MaybeKnown", "WeaklyKnown", "Unknown"]
-    assert slick.categories_with(table, 3, "sampling").tolist() == ["MaybeKnown", "MaybeKnown", "Unknown"]
+    assert categories.categories_with(table, 1, "sampling").tolist() == ["HighlyKnown", "Unknown", "Unknown"]
+    assert categories.categories_with(table, 2, "sampling").tolist() == ["MaybeKnown", "WeaklyKnown", "Unknown"]
+    assert categories.categories_with(table, 3, "sampling").tolist() == ["MaybeKnown", "MaybeKnown", "Unknown"]
 
 
 def test_idk_relabelling_changes_only_unknown_answers():
@@ -70,3 +104,22 @@ def test_idk_relabelling_changes_only_unknown_answers():
     r = variants.relabel_idk(d)
     assert r.answer.tolist() == ["I don't know", "x", "I don't know", "z"]
     assert r.loc[[1, 3], "answer"].tolist() == d.loc[[1, 3], "answer"].tolist()
+
+
+def test_readme_summary_and_update(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    c = checks.Check("k", 2, "finding", "claim X", "s", "t", "p", "o", False)
+    text = findings.readme_summary([(2, c)], "quick")
+    assert "**Finding 2**" in text and "does not hold" in text and "claim X" in text
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
+    findings.save_summary([(2, c)], "quick")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- findings:start -->\nSTALE TEXT\n<!-- findings:end -->\nrest\n")
+    tool = Path(__file__).resolve().parents[1] / "tools" / "update_readme.py"
+    out = subprocess.run([sys.executable, str(tool), "--readme", str(readme)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    new = readme.read_text()
+    assert "STALE TEXT" not in new and "claim X" in new and new.startswith("intro") and new.endswith("rest\n")

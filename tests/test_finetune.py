@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -66,7 +65,7 @@ def test_finished_runs_are_skipped(tiny_model_path, tiny_world):
     spec = finetune.RunSpec(str(tiny_model_path), "unknown_50", 0, CFG)
     path = finetune.train_run(spec, train, ev)
     stamp = (path / "epoch_003.parquet").stat().st_mtime_ns
-    finetune.run_all([(spec, train)], ev)
+    finetune.run_all([(spec, train, ev)])
     assert (path / "epoch_003.parquet").stat().st_mtime_ns == stamp
 
 

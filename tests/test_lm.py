@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
-from newknowledge import lm, pretrain, slick
+from newknowledge import config, lm, pretrain, slick
 from newknowledge.metrics import exact_match
 
 
@@ -100,3 +103,20 @@ def test_corpus_lines_all_end_with_newline(tiny_world, tiny_study):
     docs = pretrain.documents(facts.assign(exposures=3), tiny_study.pretrain, np.random.default_rng(0))
     assert docs and all(d.endswith("\n") for d in docs)
     assert any(d.startswith("Q: ") for d in docs) and any(not d.startswith("Q: ") for d in docs)
+
+
+@pytest.mark.parametrize("name", ["/no/such/folder", "./mine", "~/models/x", "a/b/c", "org/name-", ""])
+def test_a_model_that_is_neither_a_folder_nor_a_hub_id_is_named_with_the_fix(name):
+    with pytest.raises(config.ConfigError, match=re.escape(f"model {name!r} ") + r".*fix: pass -p model"):
+        lm.load(name)  # fails before anything is read: no network, no Hub call
+
+
+def test_a_file_given_as_the_model_says_it_is_a_file(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(config.ConfigError, match="is a file, not a folder"):
+        lm.load(str(tmp_path / "model.safetensors"))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "meta-llama/Llama-3.1-8B", "EleutherAI/pythia-70m"])
+def test_hub_ids_pass_the_name_check(name):
+    assert lm.check_model_name(name) is None

@@ -15,8 +15,9 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.container import BarContainer, ErrorbarContainer  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from newknowledge import plots  # noqa: E402
-from newknowledge.stats import CATEGORIES, LinearModelResult, mean_ci  # noqa: E402
+from newknowledge import categories, paper, plots  # noqa: E402
+from newknowledge.categories import CATEGORIES  # noqa: E402
+from newknowledge.stats import LinearModelResult, mean_ci  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +57,7 @@ def test_category_distribution_bars_and_shares():
     widths = np.array([[p.get_width() for p in b] for b in bars])  # (category, bar), bars top to bottom
     assert np.allclose(widths.sum(axis=0), 100)
     assert np.allclose(widths[:, 0], [25, 12.5, 12.5, 50])  # train: 2, 1, 1, 4 of 8
-    assert np.allclose(widths[:, -1], list(plots.PAPER_SHARES.values()))
+    assert np.allclose(widths[:, -1], list(paper.CATEGORY_SHARES.values()))
     assert ax.get_yticklabels()[-1].get_text() == "paper (EQ train)"  # paper at the bottom
 
 
@@ -85,18 +86,18 @@ def test_category_by_relation_uses_train_only():
 
 
 def test_exposure_bucket_edges():
-    b = plots.exposure_bucket(pd.Series([0, 1, 2, 3, 4, 5, 8, 9, 16, 17, 500]))
+    b = categories.exposure_bucket(pd.Series([0, 1, 2, 3, 4, 5, 8, 9, 16, 17, 500]))
     assert list(b.astype(str)) == ["0", "1", "2", "3-4", "3-4", "5-8", "5-8", "9-16", "9-16", "17+", "17+"]
-    assert b.cat.ordered and list(b.cat.categories) == list(plots.EXPOSURE_BUCKETS)
+    assert b.cat.ordered and list(b.cat.categories) == list(categories.EXPOSURE_BUCKETS)
     with pytest.raises(ValueError):
-        plots.exposure_bucket(pd.Series([-1, 2]))
+        categories.exposure_bucket(pd.Series([-1, 2]))
 
 
 def test_exposure_table_rows_sum_to_100_and_heatmap():
     table = pd.DataFrame({"exposures": [0, 0, 0, 0, 3, 4, 20],
                           "category": ["Unknown", "Unknown", "Unknown", "WeaklyKnown", "MaybeKnown",
                                        "HighlyKnown", "HighlyKnown"]})
-    t = plots.exposure_table(table)
+    t = categories.exposure_table(table)
     assert list(t.index) == ["0", "3-4", "17+"]  # empty buckets dropped, order kept
     assert np.allclose(t[list(CATEGORIES)].sum(axis=1), 100)
     assert t.loc["0", "Unknown"] == 75 and t.loc["3-4", "HighlyKnown"] == 50
@@ -258,9 +259,9 @@ def test_threshold_sweep_pairs_seeds_by_threshold():
 
 
 def test_style_is_latex_free_and_readable():
-    with plots.style():
-        assert matplotlib.rcParams["text.usetex"] is False
-        assert min(matplotlib.rcParams[k] for k in ("font.size", "legend.fontsize", "xtick.labelsize")) >= 9
+    plots.use()
+    assert matplotlib.rcParams["text.usetex"] is False
+    assert min(matplotlib.rcParams[k] for k in ("font.size", "legend.fontsize", "xtick.labelsize")) >= 9
 
 
 def test_every_figure_of_a_notebook_is_displayed(tmp_path):

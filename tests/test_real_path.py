@@ -28,7 +28,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from newknowledge import config, finetune, lm, pipeline, slick
+from newknowledge import categories, config, finetune, lm, page, pipeline, slick
 from newknowledge import entityquestions as eq
 from newknowledge.config import ConfigError
 from newknowledge.metrics import exact_match
@@ -255,10 +255,10 @@ def test_prepare_categorises_every_split_and_caches(llama, eq_folder, estimator,
     t = prep.table
     assert prep.world_dir is None and prep.model_path == path and "exposures" not in t
     assert set(t["split"]) == {"train", "dev", "test", "ood_test"}
-    assert set(t["category"]) <= set(slick.CATEGORIES) and t["category"].nunique() >= 2
+    assert set(t["category"]) <= set(categories.CATEGORIES) and t["category"].nunique() >= 2
     assert t["p_greedy"].between(0, 1).all() and t["p_sample"].between(0, 1).all()
     assert set(prep.evals["split"]) == {"dev", "test", "ood_test"}
-    pipeline.describe(prep)
+    page.describe(prep)
     # A rerun reads the cache: SliCK is not computed again.
     monkeypatch.setattr(slick, "categorize", lambda *a, **k: pytest.fail("SliCK recomputed"))
     pd.testing.assert_frame_equal(pipeline.prepare(study).table, t)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from newknowledge import lm, slick
+from newknowledge import categories, lm, slick
 from newknowledge.config import SlickConfig
 
 
@@ -22,13 +22,13 @@ from newknowledge.config import SlickConfig
     ],
 )
 def test_category_boundaries(p_greedy, p_sample, expected):
-    assert slick.category(p_greedy, p_sample) == expected
+    assert categories.category(p_greedy, p_sample) == expected
 
 
 @pytest.mark.parametrize("bad", [(-0.1, 0.0), (1.1, 0.0), (0.0, 2.0)])
 def test_category_rejects_values_outside_unit_interval(bad):
     with pytest.raises(ValueError, match="must lie in"):
-        slick.category(*bad)
+        categories.category(*bad)
 
 
 def _tables():
@@ -150,5 +150,5 @@ def test_slick_on_tiny_model_is_deterministic(tiny_model, tiny_world, tiny_study
     a = slick.categorize(model, tok, table, dev, tiny_study.slick)
     b = slick.categorize(model, tok, table, dev, tiny_study.slick)
     pd.testing.assert_frame_equal(a, b)
-    assert set(a["category"]) <= set(slick.CATEGORIES)
+    assert set(a["category"]) <= set(categories.CATEGORIES)
     assert a["greedy_answers"].map(len).eq(tiny_study.slick.n_ex).all()

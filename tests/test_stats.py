@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from newknowledge import stats
+from newknowledge import page, significance, stats
 
 T_975_DF2 = 4.302652729911275  # Student-t 97.5% quantile, 2 degrees of freedom
 Z_975 = 1.959963984540054  # standard normal 97.5% quantile
@@ -103,7 +103,7 @@ def test_chunked_ttest_best_identical_and_worse_models():
     rng = np.random.default_rng(1)
     best = np.ones(200, dtype=int)
     worse = (rng.random(200) < 0.5).astype(int)
-    out = stats.chunked_paired_ttest(_long({"worse": worse, "best": best, "twin": best}))
+    out = significance.chunked_paired_ttest(_long({"worse": worse, "best": best, "twin": best}))
     assert list(out.columns) == ["model", "accuracy", "n_examples", "n_chunks", "is_best",
                                  "p_value", "significant_05", "significant_01"]
     out = out.set_index("model")
@@ -120,7 +120,7 @@ def test_chunked_ttest_best_identical_and_worse_models():
 def test_chunked_ttest_p_value_matches_manual_computation():
     a = np.array([1, 1, 0, 1, 1, 0, 1, 1, 1, 0])
     b = np.array([1, 0, 0, 1, 0, 0, 1, 1, 0, 0])
-    out = stats.chunked_paired_ttest(_long({"a": a, "b": b}), n_chunks=5, seed=3)
+    out = significance.chunked_paired_ttest(_long({"a": a, "b": b}), n_chunks=5, seed=3)
     order = np.random.default_rng(3).permutation(10)
     chunks = np.array_split(order, 5)
     expected = sps.ttest_rel([b[c].mean() for c in chunks], [a[c].mean() for c in chunks]).pvalue
@@ -131,11 +131,11 @@ def test_chunked_ttest_p_value_matches_manual_computation():
 @pytest.mark.parametrize("n_examples, expected", [(2, 2), (3, 2), (9, 4), (30, 15), (200, 100), (1000, 100)])
 def test_chunk_count_rule(n_examples, expected):
     df = _long({"m": [1, 0] * (n_examples // 2) + [1] * (n_examples % 2)})
-    assert stats.chunked_paired_ttest(df)["n_chunks"].iloc[0] == expected
+    assert significance.chunked_paired_ttest(df)["n_chunks"].iloc[0] == expected
 
 
 def test_chunked_ttest_single_example_gives_no_test():
-    out = stats.chunked_paired_ttest(_long({"a": [1], "b": [0]}))
+    out = significance.chunked_paired_ttest(_long({"a": [1], "b": [0]}))
     assert out["n_chunks"].eq(0).all() and out["p_value"].isna().all()
     assert not out["significant_05"].any()
 
@@ -143,60 +143,57 @@ def test_chunked_ttest_single_example_gives_no_test():
 def test_chunked_ttest_mismatched_example_sets_name_the_model():
     df = pd.concat([_long({"a": [1, 0, 1]}), _long({"b": [1, 0]})], ignore_index=True)
     with pytest.raises(ValueError, match="'b'"):
-        stats.chunked_paired_ttest(df)
+        significance.chunked_paired_ttest(df)
 
 
 def test_chunked_ttest_does_not_depend_on_row_order():
     rng = np.random.default_rng(2)
     df = _long({"a": rng.integers(0, 2, 60), "b": rng.integers(0, 2, 60)})
     shuffled = df.sample(frac=1, random_state=0)
-    pd.testing.assert_frame_equal(stats.chunked_paired_ttest(df), stats.chunked_paired_ttest(shuffled))
+    pd.testing.assert_frame_equal(significance.chunked_paired_ttest(df), significance.chunked_paired_ttest(shuffled))
 
 
 def test_significance_table_per_subset():
     subsets = ["HighlyKnown"] * 4 + ["Unknown"] * 6
     df = _long({"x": [1, 1, 1, 1, 0, 0, 0, 0, 0, 1], "y": [1, 1, 0, 0, 1, 1, 1, 1, 1, 1]}, subsets)
-    sig = stats.significance_table(df, n_chunks=100)
+    sig = significance.significance_table(df, n_chunks=100)
     assert list(sig["subset"]) == ["All", "All", "HighlyKnown", "HighlyKnown", "Unknown", "Unknown"]
     best = sig[sig["is_best"]].set_index("subset")["model"]
     assert best.to_dict() == {"All": "y", "HighlyKnown": "x", "Unknown": "y"}
     assert list(sig["n_chunks"]) == [5, 5, 2, 2, 3, 3]
     assert sig.loc[sig["subset"] == "HighlyKnown", "accuracy"].tolist() == [1.0, 0.5]
     with pytest.raises(ValueError, match="all_label"):
-        stats.significance_table(df.assign(subset="All"))
+        significance.significance_table(df.assign(subset="All"))
 
 
-def test_format_table2_bold_and_markers():
+def test_table2_cells_bold_and_markers_as_html():
     sig = pd.DataFrame({
         "subset": ["All"] * 4 + ["Unknown"] * 3,
         "model": ["D_HK", "D_MK", "D_WK", "D_Unk", "D_MK", "D_HK", "D_WK"],
         "accuracy": [0.405, 0.436, 0.392, 0.375, 0.010, 0.006, 0.004],
         "p_value": [0.03, np.nan, 0.2, 0.001, 0.0499, np.nan, 0.05],
     })
-    out = stats.format_table2(sig)
-    assert list(out.index) == ["D_HK", "D_MK", "D_WK", "D_Unk"]
-    assert list(out.columns) == ["All", "Unknown"]
-    assert out.loc["D_MK", "All"] == "**43.6**"  # best
-    assert out.loc["D_WK", "All"] == "**39.2**"  # not significantly worse
-    assert out.loc["D_HK", "All"] == "40.5†"  # p < 0.05
-    assert out.loc["D_Unk", "All"] == "37.5‡"  # p < 0.01
-    assert out.loc["D_MK", "Unknown"] == "1.0†"
-    assert out.loc["D_HK", "Unknown"] == "**0.6**"
-    assert out.loc["D_WK", "Unknown"] == "**0.4**"  # p = 0.05 is not < 0.05
-    assert out.loc["D_Unk", "Unknown"] == ""  # absent model
-    assert stats.format_table2(sig, decimals=2).loc["D_MK", "All"] == "**43.60**"
+    assert page.marked(0.436, np.nan) == "<strong>43.6</strong>"  # best
+    assert page.marked(0.392, 0.2) == "<strong>39.2</strong>"  # not significantly worse
+    assert page.marked(0.405, 0.03) == "40.5<sup>†</sup>"  # p < 0.05
+    assert page.marked(0.375, 0.001) == "37.5<sup>‡</sup>"  # p < 0.01
+    assert page.marked(0.004, 0.05) == "<strong>0.4</strong>"  # p = 0.05 is not < 0.05
+    assert page.marked(0.436, np.nan, decimals=2) == "<strong>43.60</strong>"
+    html = page.table2_html(sig, "Ours")
+    assert "**" not in html and "table-scroll" in html and "Ours" in html
+    assert html.index("D_HK") < html.index("D_MK") < html.index("D_WK") < html.index("D_Unk")
 
 
 def test_paired_duration_test():
     n = 100
     es = pd.DataFrame({"example": range(n), "correct": [1] * n})
     conv = pd.DataFrame({"example": range(n), "correct": [i % 2 for i in range(n)]})
-    res = stats.paired_duration_test(es, conv)
+    res = significance.paired_duration_test(es, conv)
     assert res["acc_es"] == 1.0 and res["acc_conv"] == 0.5 and res["diff"] == -0.5
     assert res["n_chunks"] == 50 and res["p_value"] < 0.01
-    assert stats.paired_duration_test(es, es)["p_value"] == 1.0
+    assert significance.paired_duration_test(es, es)["p_value"] == 1.0
     with pytest.raises(ValueError, match="CONVERGENCE"):
-        stats.paired_duration_test(es, conv.head(50))
+        significance.paired_duration_test(es, conv.head(50))
 
 
 # --------------------------------------------------------------------------- intervals

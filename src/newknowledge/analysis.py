@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .slick import KNOWN
-
-RUN = ["variant", "seed"]
+from .categories import KNOWN
+from .tidy import RUN
 
 
 def accuracy(records: pd.DataFrame, by_category: bool = False) -> pd.DataFrame:
@@ -72,14 +71,17 @@ def fitted_share(records: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([by_group, by_cat], ignore_index=True)
 
 
-def linear_points(records: pd.DataFrame, size: int, split: str = "test", min_epoch: int = 1) -> pd.DataFrame:
-    """Points of the linear model (Sec. 4.4): one per run and epoch.
+def linear_points(records: pd.DataFrame, size, split: str = "test", min_epoch: int = 1) -> pd.DataFrame:
+    """Points of the linear model (Sec. 4.4, App. G): one per run and epoch.
 
     ``acc`` is accuracy on ``split``; ``kn`` = N_kn/|D| and ``unk`` = N_unk/|D|
-    count the Known and Unknown train examples fitted at that epoch, with |D| =
-    ``size`` the same for every variant (as D_Known variants are smaller).  The
-    epoch-0 point (before fine-tuning) is excluded: the paper collects points
-    after each epoch.
+    count the Known and Unknown train examples fitted at that epoch, with |D|
+    the full variant size for every run (D_Known runs are smaller, so their
+    fractions stay below 1 - X).  The epoch-0 point (before fine-tuning) is
+    excluded: the paper collects points after each epoch.
+
+    Args:
+        size: |D|, or a mapping seed -> |D| (each seed's world has its own).
     """
     rec = records[records["epoch"] >= min_epoch]
     train = rec[rec["split"] == "train"]
@@ -88,9 +90,18 @@ def linear_points(records: pd.DataFrame, size: int, split: str = "test", min_epo
     n_unk = train[unk & train["correct"]].groupby(RUN + ["epoch"]).size().rename("n_unk")
     acc = rec[rec["split"] == split].groupby(RUN + ["epoch"])["correct"].mean().rename("acc")
     pts = pd.concat([n_kn, n_unk, acc], axis=1).fillna({"n_kn": 0, "n_unk": 0}).reset_index()
-    pts["kn"], pts["unk"] = pts["n_kn"] / size, pts["n_unk"] / size
+    d = pts["seed"].map(size) if isinstance(size, dict) else size
+    pts["kn"], pts["unk"] = pts["n_kn"] / d, pts["n_unk"] / d
     pts["run"] = pts["variant"] + "/" + pts["seed"].astype(str)
     return pts
+
+
+def middle_share(shares: list[float]) -> float:
+    """The one rule for "the middle variant": 50% Unknown when the grid has it (the paper's
+    Figure 1 and Table 8), else the share closest to 50 (the lower one on a tie)."""
+    if not len(shares):
+        raise ValueError("no share of Unknown to choose from")
+    return min((float(x) for x in shares), key=lambda x: (abs(x - 50), x))
 
 
 def pct_unknown(variant: pd.Series) -> pd.Series:
@@ -198,6 +209,24 @@ def table2_long(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     return out
 
 
+def correct_at(records: pd.DataFrame, duration: str, split: str = "test") -> pd.DataFrame:
+    """Per-question correctness of every run at one duration, side by side.
+
+    Args:
+        duration: "EARLY_STOP" or "CONVERGENCE" (each run's own epoch).
+
+    Returns:
+        Index ``(seed, example)``, one column per variant, values 0/1 (NaN where a
+        variant has no run for that seed); the rows of one seed are the same
+        questions for every variant, which is what paired tests need.
+    """
+    at = at_stops(records, split)
+    at = at[at["duration"] == duration]
+    wide = at.pivot_table(index=["seed", "example"], columns="variant", values="correct", aggfunc="first")
+    wide.columns.name = None
+    return wide.astype(float)
+
+
 def correctness_at(records: pd.DataFrame, duration: str, seed: int, split: str = "test") -> pd.DataFrame:
     """Per-example correctness of every section-5 model at one duration, for the significance tests.
 
@@ -212,23 +241,114 @@ def correctness_at(records: pd.DataFrame, duration: str, seed: int, split: str =
                          "subset": at["category"], "correct": at["correct"].astype(int)})
 
 
-def idk_table(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """Appendix K / Table 8: accuracy on the questions answered and the share answered.
+def idk_outcomes(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Appendix K / Table 8: each question answered correctly, abstained on, or answered wrongly.
 
     A model fine-tuned on D_IDK (``idk_X``) may answer "I don't know" (the
-    ``idk`` column of its records); the plain D (``unknown_X``) always answers.
+    ``idk`` column of its records: its greedy answer matches "I don't know"
+    after the same normalisation as exact match); the plain D (``unknown_X``)
+    never has that column and counts as always answering.
 
     Returns:
-        Columns ``variant`` (D / D_IDK), ``seed, duration, accuracy_answered, answered, n``.
+        One row per run and duration: ``variant`` (D / D_IDK), ``seed``,
+        ``duration``, ``correct``, ``abstained``, ``wrong`` (shares of the
+        questions, summing to 1), ``answered`` (1 - abstained),
+        ``accuracy_answered`` (correct / answered), ``n``.
     """
     at = at_stops(records[records["variant"].str.match(r"^(idk|unknown)_")], split).copy()
-    if "idk" not in at:
-        at["idk"] = False
-    at["idk"] = at["idk"].fillna(False).astype(bool)
+    at["idk"] = at["idk"].fillna(False).astype(bool) if "idk" in at else False
     rows = []
     for (variant, seed, duration), g in at.groupby(["variant", "seed", "duration"]):
-        answered = ~g["idk"]
+        correct, abstained = g["correct"].astype(bool), g["idk"]
+        answered = ~abstained
         rows.append({"variant": "D_IDK" if variant.startswith("idk") else "D", "seed": seed, "duration": duration,
-                     "accuracy_answered": g.loc[answered, "correct"].mean() if answered.any() else float("nan"),
-                     "answered": answered.mean(), "n": len(g)})
+                     "correct": (correct & answered).mean(), "abstained": abstained.mean(),
+                     "wrong": (~correct & answered).mean(), "answered": answered.mean(),
+                     "accuracy_answered": (correct & answered).sum() / answered.sum() if answered.any() else float("nan"),
+                     "n": len(g)})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------
+# Setup checks: the paper's preconditions, measured before the findings.
+# ---------------------------------------------------------------------------
+
+def popular_answer_baseline(table: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """The answer prior: accuracy of always answering the relation's most common train answer.
+
+    A model that only learned each relation's answer distribution scores this
+    much; test accuracy well above it means "Known" mostly means "stored".
+
+    Args:
+        table: SliCK table (``split``, ``relation``, ``answer``).
+        split: where the baseline is scored (``test``; ``ood_test`` relations
+            have no train answers and get none).
+
+    Returns:
+        One row per relation with ``popular`` (the answer), ``train_share`` (its
+        share of train answers), ``baseline`` (its share of ``split``'s
+        answers) and ``n``; a last row ``all`` weights relations by ``n``.
+    """
+    train = table[table["split"] == "train"]
+    popular = train.groupby("relation")["answer"].agg(lambda a: a.value_counts().index[0])
+    share = train.groupby("relation")["answer"].agg(lambda a: a.value_counts(normalize=True).iloc[0])
+    sub = table[(table["split"] == split) & table["relation"].isin(popular.index)]
+    hit = sub["answer"].to_numpy() == sub["relation"].map(popular).to_numpy()
+    out = (pd.DataFrame({"relation": sub["relation"].to_numpy(), "hit": hit}).groupby("relation")["hit"]
+           .agg(baseline="mean", n="size").reset_index())
+    out.insert(1, "popular", out["relation"].map(popular))
+    out.insert(2, "train_share", out["relation"].map(share))
+    total = pd.DataFrame([{"relation": "all", "popular": "", "train_share": float("nan"),
+                           "baseline": float(hit.mean()) if len(hit) else float("nan"), "n": len(hit)}])
+    return pd.concat([out, total], ignore_index=True)
+
+
+def known_never_exposed(table: pd.DataFrame) -> pd.DataFrame:
+    """Share of Known facts (SliCK) that pretraining never showed, per split (controlled world only).
+
+    Such facts are "known" by guessing from the answer prior, not from storage.
+
+    Returns:
+        One row per split with ``known`` (number of Known facts), ``never_exposed``
+        (how many of them have 0 exposures) and ``share``.
+    """
+    sub = table[(table["category"] != "Unknown") & table["exposures"].notna()]
+    g = sub.groupby("split")["exposures"]
+    out = pd.DataFrame({"known": g.size(), "never_exposed": g.agg(lambda e: int((e == 0).sum()))})
+    out["share"] = out["never_exposed"] / out["known"]
+    return out.reset_index()
+
+
+def epoch_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Per run and epoch: dev/test accuracy, HighlyKnown dev accuracy, Known and Unknown fitted.
+
+    The setup checks of EARLY_STOP: the format is learned when HighlyKnown dev
+    questions are answered; Unknown examples should be mostly unfitted then.
+
+    Returns:
+        Columns ``variant, seed, epoch, dev, test, ood_test, dev_hk, train, known_fitted, unknown_fitted``
+        (shares 0-1; NaN where a run has no such examples).
+    """
+    acc = accuracy(records).pivot_table(index=RUN + ["epoch"], columns="split", values="accuracy")
+    hk = records[(records["split"] == "dev") & (records["category"] == "HighlyKnown")]
+    acc["dev_hk"] = hk.groupby(RUN + ["epoch"])["correct"].mean()
+    fit = fitted_share(records)
+    for group, name in (("Known", "known_fitted"), ("Unknown", "unknown_fitted")):
+        acc[name] = fit[fit["group"] == group].set_index(RUN + ["epoch"])["fitted"]
+    cols = [c for c in ("dev", "test", "ood_test", "dev_hk", "train", "known_fitted", "unknown_fitted") if c in acc]
+    return acc[cols].reset_index()
+
+
+def gap_by_epoch(records: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """D minus D_Known accuracy on ``split`` at every epoch (not only at the two stops), per X and seed.
+
+    Returns:
+        Columns ``pct_unknown, seed, epoch, D, D_Known, gap`` (shares 0-1).
+    """
+    acc = accuracy(records[(records["split"] == split) & records["variant"].str.match(r"^(unknown|known)_")])
+    acc["pct_unknown"] = pct_unknown(acc["variant"])
+    acc["data"] = acc["variant"].str.startswith("unknown").map({True: "D", False: "D_Known"})
+    wide = acc.pivot_table(index=["pct_unknown", "seed", "epoch"], columns="data", values="accuracy")
+    wide = wide.reindex(columns=["D", "D_Known"]).dropna()  # pairs only: X with both runs
+    wide["gap"] = wide["D"] - wide["D_Known"]
+    return wide.reset_index()

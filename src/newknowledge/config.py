@@ -2,7 +2,7 @@
 
 One frozen dataclass per stage (world, pretraining, SliCK, fine-tuning), with
 commented defaults.  Every field has a *unique flat name*, so a profile
-(``profiles/<name>.yaml``) and a notebook's papermill ``parameters`` cell are
+(``profiles/<name>.yaml`` inside the package) and a notebook's papermill ``parameters`` cell are
 both plain ``name: value`` lists, and :func:`from_params` routes each name to
 its stage.  Unknown names and wrong types fail loudly (papermill only warns).
 """
@@ -19,8 +19,36 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROFILES_DIR = REPO_ROOT / "profiles"
+from .prompts import FT_FORMATS, QA_TEMPLATES
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The profiles ship inside the package (package data), so an installed copy
+# finds them as well as a source checkout does.
+PROFILES_DIR = PACKAGE_DIR / "profiles"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout the package is imported from (``pip install -e .``), or None.
+
+    None for an installed copy (a wheel in site-packages): there is no
+    repository around it, and paths that default to the checkout (the
+    artifacts folder) fall back to the current directory instead.
+    """
+    root = PACKAGE_DIR.parents[1]
+    if PACKAGE_DIR == root / "src" / "newknowledge" and (root / "pyproject.toml").is_file():
+        return root
+    return None
+
+
+def profile_path(name: str) -> Path:
+    """The YAML file of profile ``name`` (what ``papermill -f`` takes)."""
+    return PROFILES_DIR / f"{name}.yaml"
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a reader would type it: relative to the checkout when there is one."""
+    root = checkout_root()
+    return str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
 
 
 class ConfigError(ValueError):
@@ -33,14 +61,15 @@ class WorldConfig:
 
     world_seed: int = 0  # seeds names, answers, splits and exposure counts
     n_train: int = 220  # train facts per in-distribution relation
-    n_dev: int = 20  # dev facts (few-shot exemplars) per in-distribution relation
+    n_dev: int = 20  # dev facts per relation: EARLY_STOP's split and SliCK's few-shot exemplars
     n_test: int = 60  # test facts per in-distribution relation
     n_ood_test: int = 60  # test facts per out-of-distribution relation
     never_exposed: float = 1 / 3  # share of non-dev facts absent from pretraining
     exposure_mu: float = 1.2  # lognormal mu of exposure counts (exposed facts)
     exposure_sigma: float = 1.3  # lognormal sigma of exposure counts
     exposure_cap: int = 100  # maximum exposures of one fact
-    dev_min_exposures: int = 15  # dev exemplars are well known: 15..25 exposures
+    dev_exposures: str = "natural"  # "natural": dev drawn like train/test (the paper's dev); "uniform": dev_min..dev_max each (the old well-known exemplars)
+    dev_min_exposures: int = 15  # dev_exposures "uniform" only: 15..25 exposures per dev fact
     dev_max_exposures: int = 25
     zipf_a: float = 1.0  # answer popularity within a relation's object pool
     pool_scale: float = 1.0  # multiplies every relation's object-pool size
@@ -52,6 +81,7 @@ class PretrainConfig:
 
     pretrain_seed: int = 0  # corpus shuffling, initialisation and batch order
     statement_share: float = 0.7  # share of exposures written as statements (rest Q/A lines)
+    qa_templates: int = 1  # Q/A line templates in the corpus (prompts.QA_TEMPLATES[:n]; the first is the probe's "Q: ... A: ...")
     verify_share: float = 0.1  # extra verification line ("Check: ... Verdict: True/False") per exposure, for P(True)
     vocab_size: int = 2048  # byte-level BPE vocabulary
     d_model: int = 128
@@ -77,32 +107,37 @@ class SlickConfig:
     top_k: int = 40  # sampling from the top-k tokens
     max_new_tokens: int = 16  # answers are cut at the end of the line
     estimator: str = "sampling"  # "sampling" (the paper's) or "exact" (see slick.py)
-    slick_batch: int = 64  # prompts per forward pass (0 = from free GPU memory)
-    compare_n: int = 200  # chapter 6: test questions categorised by both estimators; 0 = auto (free GPU memory; 64 on CPU)
+    slick_batch: int = 64  # prompts per forward pass (0: from the free GPU memory)
+    compare_n: int = 200  # chapter 6: test questions categorised by both estimators; 0: auto (free GPU memory; 64 on CPU)
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Fine-tuning (paper Sec. 4): zero-shot QA, loss on the answer only."""
 
-    ft_format: str = "qa"  # prompt format, see finetune.FORMATS
-    alt_format: str = "unseen"  # chapter 4 also fits the linear model in this format ("" = skip)
+    ft_format: str = "qa"  # prompt format, see prompts.FT_FORMATS
+    alt_format: str = "unseen"  # chapter 4 also fits the linear model in this format ("" to skip)
     ft_lr: float = 3e-5  # constant learning rate (AdamW)
+    ft_dropout: float = 0.0  # dropout while fine-tuning (paper App. E: 0.05), seeded from (seed, epoch)
     ft_batch: int = 16
-    ft_epochs: int = 40  # CONVERGENCE = the last epoch
+    ft_micro_batch: int = 0  # rows per forward pass (gradients accumulated to ft_batch); 0 for auto
+    ft_precision: str = "model"  # "model" (the loaded dtype) or "bf16-mixed" (fp32 weights and AdamW with bf16 compute)
+    ft_checkpointing: bool = False  # activation checkpointing (less memory, ~30% more compute)
+    ft_epochs: int = 40  # CONVERGENCE is the last epoch
     ft_weight_decay: float = 0.0
     pct_unknown: list = field(default_factory=lambda: [0, 25, 50, 75, 100])  # section-4 variants
-    dataset_size: int = 0  # |D|; 0 = the paper's rule (sum of smallest categories)
+    dataset_size: int = 0  # |D|; 0: the paper's rule (sum of smallest categories)
+    min_dataset_size: int = 100  # the smallest |D| the study accepts; below it the comparisons lose their meaning
     ft_eval: str = "teacher"  # "teacher" (one forward pass) or "generate"
-    ft_eval_batch: int = 128  # questions per evaluation pass; 0 = auto (free GPU memory; 128 on CPU)
+    ft_eval_batch: int = 128  # questions per evaluation pass; 0: auto (free GPU memory; 128 on CPU)
     ft_threads: int = 1  # torch threads per run (runs go side by side)
     workers: int = 2  # runs executed in parallel
     executor: str = "local"  # "local" (process pool) or "ray" (Ray tasks; pip install '.[ray]')
     ft_grouped: bool = True  # local CPU runs of a GPT-2 model trained together as one stacked model (grouped.py)
-    ft_group_size: int = 0  # runs per group at most; 0 = the groupable runs split evenly over the workers
-    lora_rank: int = 0  # 0 = full fine-tuning (the paper); >0 = LoRA via peft
+    ft_group_size: int = 0  # runs per group at most; 0: the groupable runs split evenly over the workers
+    lora_rank: int = 0  # 0: full fine-tuning (the paper); above 0: LoRA via peft, this rank
     lora_alpha: int = 16
-    lora_targets: str = ""  # comma-separated module names; "" = peft's default
+    lora_targets: str = ""  # comma-separated module names; "": peft's default
 
 
 @dataclass(frozen=True)
@@ -111,10 +146,11 @@ class StudyConfig:
 
     profile: str = "quick"  # the profile these parameters came from
     seeds: list = field(default_factory=lambda: [0])  # fine-tuning seeds (variant draw, order)
-    model: str = ""  # "" = pretrain the controlled world's model; else a path or HF model id
-    eq_dir: str = ""  # "" = the synthetic world; else a real ENTITYQUESTIONS folder
+    model: str = ""  # "": pretrain the controlled world's model; else a local folder or a Hugging Face id
+    eq_dir: str = ""  # "": the synthetic world; else a real ENTITYQUESTIONS folder
     device: str = "auto"  # "auto", "cpu", "cuda", ...
     dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16"
+    seed_scope: str = "finetune"  # what a seed varies: "finetune" (variant draw, data order) or "world" (also world, pretraining, SliCK)
 
 
 STAGES = (StudyConfig, WorldConfig, PretrainConfig, SlickConfig, FinetuneConfig)
@@ -196,18 +232,26 @@ def from_params(params: dict[str, Any]) -> Study:
 def _validate(s: Study) -> None:
     if s.slick.estimator not in ("sampling", "exact"):
         raise ConfigError(f"estimator must be 'sampling' or 'exact', got {s.slick.estimator!r}")
-    from .finetune import FORMATS
-
     for name in ("ft_format", "alt_format"):
         value = getattr(s.finetune, name)
-        if value not in FORMATS and not (name == "alt_format" and value == ""):
-            raise ConfigError(f"{name} must be one of {sorted(FORMATS)}, got {value!r}")
+        if value not in FT_FORMATS and not (name == "alt_format" and value == ""):
+            raise ConfigError(f"{name} must be one of {sorted(FT_FORMATS)}, got {value!r}")
+    if s.world.dev_exposures not in ("natural", "uniform"):
+        raise ConfigError(f"dev_exposures must be 'natural' or 'uniform', got {s.world.dev_exposures!r}")
+    if not 1 <= s.pretrain.qa_templates <= len(QA_TEMPLATES):
+        raise ConfigError(f"qa_templates must be 1..{len(QA_TEMPLATES)}, got {s.pretrain.qa_templates}")
+    if not 0.0 <= s.finetune.ft_dropout < 1.0:
+        raise ConfigError(f"ft_dropout must be in [0, 1), got {s.finetune.ft_dropout}")
     if s.finetune.ft_eval not in ("teacher", "generate"):
         raise ConfigError(f"ft_eval must be 'teacher' or 'generate', got {s.finetune.ft_eval!r}")
+    if s.finetune.ft_precision not in ("model", "bf16-mixed"):
+        raise ConfigError(f"ft_precision must be 'model' or 'bf16-mixed', got {s.finetune.ft_precision!r}")
     if s.finetune.executor not in ("local", "ray"):
         raise ConfigError(f"executor must be 'local' or 'ray', got {s.finetune.executor!r}")
     if s.finetune.ft_group_size < 0:
-        raise ConfigError(f"ft_group_size must be >= 0 (0 = no limit), got {s.finetune.ft_group_size}")
+        raise ConfigError(f"ft_group_size must be >= 0 (0: no limit), got {s.finetune.ft_group_size}")
+    if s.study.seed_scope not in ("finetune", "world"):
+        raise ConfigError(f"seed_scope must be 'finetune' or 'world', got {s.study.seed_scope!r}")
     if not s.study.seeds:
         raise ConfigError("seeds must list at least one seed")
 
@@ -217,20 +261,20 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name: str) -> dict[str, Any]:
-    """Read ``profiles/<name>.yaml`` (flat parameters) and check its names."""
-    path = PROFILES_DIR / f"{name}.yaml"
+    """Read the profile ``name`` (flat parameters, see :func:`profile_path`) and check its names."""
+    path = profile_path(name)
     if not path.exists():
         raise ConfigError(
-            f"unknown profile {name!r}: no file {path.name} in profiles/; "
+            f"unknown profile {name!r}: no file {path.name} in {_shown(PROFILES_DIR)}; "
             f"available: {', '.join(available_profiles())}"
         )
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict):
-        raise ConfigError(f"{path}: a profile must be a mapping of parameter: value")
+        raise ConfigError(f"{_shown(path)}: a profile must be a mapping of parameter: value")
     try:
         from_params(params)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{_shown(path)}: {err}") from None
     return params
 
 
@@ -241,22 +285,26 @@ def from_namespace(namespace: dict[str, Any]) -> Study:
     """Build the study from a notebook's globals (its parameters cell).
 
     Called right after the ``parameters`` cell: every global that is not
-    IPython's own, private or a module must be a known parameter, so a mistyped
+    IPython's own, private, a module or something callable (an imported class or
+    function, such as ``HTML``) must be a known parameter, so a mistyped
     ``papermill -p`` name fails here instead of being silently ignored.  The
-    values are the parameters (papermill's ``-f profiles/NAME.yaml`` injects a
+    values are the parameters (papermill's ``-f`` with a profile's YAML injects a
     whole profile); a value that differs from the named profile is reported.
     """
     given = {
         k: v
         for k, v in namespace.items()
-        if not k.startswith("_") and k not in _IPYTHON_NAMES and not isinstance(v, types.ModuleType)
+        if not k.startswith("_")
+        and k not in _IPYTHON_NAMES
+        and not isinstance(v, types.ModuleType)
+        and not callable(v)
     }
     study = from_params(given)
     profile = load_profile(study.study.profile)
     differ = {k: given[k] for k, v in profile.items() if k in given and given[k] != v}
     if differ:
         print(f"note: these parameters differ from profile {study.study.profile!r}: {differ} "
-              f"(to run a whole profile, pass papermill -f profiles/{study.study.profile}.yaml)")
+              f"(to run a whole profile, pass papermill -f {_shown(profile_path(study.study.profile))})")
     return study
 
 
@@ -280,15 +328,27 @@ def parameters_cell(profile: str = "quick") -> str:
     Values are the profile's (``quick`` by default, what a notebook opened by
     hand runs); ``tools/sync_notebooks.py`` writes this into every notebook and
     a test checks that none has drifted.
+
+    Each line is ``name: type = value  # comment`` with exactly one ``=``:
+    papermill's parser (``papermill --help-notebook``, and the list of known
+    names behind its "Passed unknown parameter" warning) skips any line with a
+    second ``=``, so a comment or value holding one raises :class:`ConfigError`.
     """
     params = from_params(load_profile(profile)).params()
     comments = _field_comments()
-    lines = [f"# Parameters (profile {profile!r}); papermill -f profiles/NAME.yaml or -p NAME VALUE overrides them."]
+    lines = [f"# Parameters (profile {profile!r}); papermill -f src/newknowledge/profiles/NAME.yaml "
+             "or -p NAME VALUE overrides them."]
     for stage in STAGES:
         lines.append(f"# {stage.__doc__.splitlines()[0]}")
         for f in fields(stage):
             note = f"  # {comments[f.name]}" if f.name in comments else ""
-            lines.append(f"{f.name}: {f.type} = {params[f.name]!r}{note}")
+            line = f"{f.name}: {f.type} = {params[f.name]!r}{note}"
+            if line.count("=") != 1 or "#" in repr(params[f.name]):
+                raise ConfigError(
+                    f"parameter line {line!r} cannot be read by papermill: its comment or value holds "
+                    f"'=' or '#'; reword the comment of {f.name} in config.py (e.g. '0: auto', not '0 = auto')"
+                )
+            lines.append(line)
     return "\n".join(lines)
 
 

@@ -34,12 +34,24 @@ independent draws; at T = 0.5 a prompt needs about 3 rows instead of 17.
 from __future__ import annotations
 
 import functools
+from importlib.metadata import version
 from typing import Callable
 
 import numpy as np
 import torch
+from packaging.version import Version
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
+
+# The models' forward argument that takes the cache: transformers 5.24 renamed
+# ``past_key_values`` to ``cache`` (the old name warns, and goes in 5.40), and
+# releases before 5.24 know only the old name.
+CACHE_ARG = "cache" if Version(version("transformers")) >= Version("5.24.0.dev0") else "past_key_values"
+
+
+def with_cache(cache: Cache) -> dict:
+    """Keyword arguments that hand ``cache`` to a model's forward, under this transformers' name."""
+    return {CACHE_ARG: cache}
 
 
 def left_pad(seqs: list[list[int]], pad: int, device, width: int = 0):
@@ -140,7 +152,7 @@ class Prefixes:
         for s in range(0, len(ids), batch_size):
             x, mask, pos = left_pad(ids[s:s + batch_size], pad, device, width)
             cache = DynamicCache()
-            model(input_ids=x, attention_mask=mask, position_ids=pos, past_key_values=cache, logits_to_keep=1)
+            model(input_ids=x, attention_mask=mask, position_ids=pos, logits_to_keep=1, **with_cache(cache))
             real = mask.bool()[:, None, :, None]  # zero the pads: a fully masked pad row may hold NaN
             parts.append([(torch.where(real, lay.keys, 0.0), torch.where(real, lay.values, 0.0))
                           for lay in cache.layers])
@@ -184,7 +196,7 @@ def prefill(model, seqs: list[list[int]], pad: int, *, prefixes: Prefixes | None
             cache.update(k[which_t, :, k.shape[2] - width:], v[which_t, :, v.shape[2] - width:], layer)
         mask = torch.cat([pmask.long(), mask], 1)
         pos = pos + used_t[:, None]
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, logits_to_keep=keep)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, **with_cache(cache))
     return out.logits[:, -keep:], cache, mask, pos[:, -1] + 1
 
 

@@ -1,85 +1,126 @@
-"""The findings page: each of the paper's seven findings beside this build's numbers.
+"""The findings page: every check of every chapter, gathered by the paper's finding.
 
-Every number comes from the run store (the cached fine-tuning runs and SliCK
-table of this profile), through the same check functions the chapters end
-with; nothing is typed in.
+:func:`results` calls each chapter's ``results`` (the same functions the
+chapters display, reading the run store of this build) and :func:`collect`
+gathers their checks, so the page and the chapters cannot disagree;
+:func:`summary` gives one row per finding with its verdict, and every check
+stays one click away (:func:`to_html`).
 """
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 
-from . import analysis, checks, pipeline, ptrue, stats
+from . import chapters, checks, paper
 
-# (number, finding in the paper's words, chapter file stem, anchor figure)
-FINDINGS = [
-    (1, "More Unknown fine-tuning examples, lower test accuracy", "02_unknown_harm", "Figure 2.1"),
-    (2, "Unknown examples are neutral at EARLY_STOP and harmful at CONVERGENCE", "02_unknown_harm", "Figure 2.2"),
-    (3, "Unknown examples are fitted more slowly than Known ones", "03_fitting_speed", "Figure 3.1"),
-    (4, "Fitting Unknown examples hurts about as much as fitting Known ones helps", "04_linear_model", "Figure 4.1"),
-    (5, "MaybeKnown examples are the most useful; Unknown and WeaklyKnown collapse", "05_knowledge_types", "Figure 5.1"),
-    (6, "SliCK's Unknown is really unknown, unlike a P(True) threshold", "06_slick_analysis", "Figure 6.1"),
-    (7, 'Relabelling Unknown answers as "I don\'t know" avoids the harm', "07_idk_relabelling", "Figure 7.1"),
-]
+# Where each finding is shown: (chapter file stem, figure).
+WHERE = {1: ("02_unknown_harm", "Figure 2.1"), 2: ("02_unknown_harm", "Figure 2.2"),
+         3: ("03_fitting_speed", "Figure 3.1"), 4: ("04_linear_model", "Figure 4.1"),
+         5: ("05_knowledge_types", "Figure 5.1"), 6: ("06_slick_analysis", "Figure 6.1"),
+         7: ("07_idk_relabelling", "Figure 7.1")}
+STEMS = {1: "01_quantifying_knowledge", 2: "02_unknown_harm", 3: "03_fitting_speed", 4: "04_linear_model",
+         5: "05_knowledge_types", 6: "06_slick_analysis", 7: "07_idk_relabelling"}
 
 
-def collect(prep: pipeline.Prepared) -> dict[int, list[checks.Check]]:
-    """Recompute every chapter's checks from the run store (all runs cached by then)."""
-    study = prep.study
-    size = pipeline.variant_size(prep)
-    rec = pipeline.section4(prep)
-    n_test = int((prep.table["split"] == "test").sum())
-    harm = checks.harm_checks(analysis.harm_table(rec, "test"), analysis.harm_table(rec, "ood_test"), n_test)
-    speed = checks.speed_checks(rec, analysis.fitted_at_early_stop(rec))
-
-    def linear(records):
-        sel = records[records["variant"].str.startswith("unknown_")]
-        return checks.linear_checks(stats.fit_linear_model(analysis.linear_points(sel, size, "test")),
-                                    stats.fit_linear_model(analysis.linear_points(sel, size, "ood_test")))
-
-    lin = [c for c in linear(rec) if c.claim.startswith("in-distribution")]
-    if study.finetune.alt_format:
-        lin += [checks.Check(c.finding, c.claim + f" ({study.finetune.alt_format} format)", c.paper, c.ours, c.holds)
-                for c in linear(pipeline.section4(prep, seeds=study.study.seeds[:1], ft_format=study.finetune.alt_format))
-                if c.claim.startswith("in-distribution") and "variance" not in c.claim]
-    t2rec = pipeline.run_variants(prep, list(analysis.TABLE2_VARIANTS))
-    seed = study.study.seeds[0]
-    sig = {d: stats.significance_table(analysis.correctness_at(t2rec, d, seed), seed=seed)
-           for d in ("EARLY_STOP", "CONVERGENCE")}
-    types = checks.knowledge_type_checks(analysis.table2_long(t2rec), sig)
-    test = ptrue.score_test(prep, pipeline.run_variants(prep, ["natural"]), device=study.study.device)
-    sweep, points = ptrue.compare_with_slick(test, test["p_true"].to_numpy(), test["correct_after"].to_numpy(),
-                                             estimator=study.slick.estimator, n_samples=study.slick.n_samples,
-                                             n_ex=study.slick.n_ex)
-    sl = checks.slick_analysis_checks(sweep, points, test["p_true"].to_numpy(), test)
-    x = 50 if 50 in study.finetune.pct_unknown else study.finetune.pct_unknown[len(study.finetune.pct_unknown) // 2]
-    idk = checks.idk_checks(analysis.idk_table(pipeline.run_variants(prep, [f"unknown_{x}", f"idk_{x}"])))
-    return {1: [harm[0], harm[1], harm[2]], 2: [harm[3], harm[4]], 3: speed[:2], 4: lin, 5: types,
-            6: sl[:2] + sl[2:3], 7: idk}
+def results(setup) -> dict[int, chapters.Chapter]:
+    """Every chapter's results, by chapter number (the run store of this build; nothing retrained)."""
+    return {number: chapters.module(number).results(setup) for number in chapters.MODULES}
 
 
-def table(results: dict[int, list[checks.Check]]) -> pd.DataFrame:
-    """One row per finding: the paper's numbers, ours, whether it holds, where to see it.
+def collect(chs: dict[int, chapters.Chapter]) -> list[tuple[int, checks.Check]]:
+    """Every chapter's checks as ``(chapter, check)``; a check shown by several chapters is listed once."""
+    out, seen = [], set()
+    for number, ch in chs.items():
+        for c in ch.checks:
+            if (c.key, c.ours) not in seen:
+                seen.add((c.key, c.ours))
+                out.append((number, c))
+    return out
 
-    ``holds`` is "yes" when every check of the finding holds, "partly" when some
-    do, "no" when none does.
+
+def groups(collected: list[tuple[int, checks.Check]]) -> list[tuple[str, str, list[tuple[int, checks.Check]]]]:
+    """Rows of the page: the preconditions, the seven findings, then what only our world can measure.
+
+    Returns:
+        ``(label, title, [(chapter, check), ...])`` per row.
+    """
+    rows = [("setup", "Preconditions of the miniature (the paper's set-up)",
+             [(n, c) for n, c in collected if c.kind == "setup"])]
+    for f, title in paper.FINDINGS.items():
+        rows.append((str(f), title, [(n, c) for n, c in collected if c.kind == "finding" and c.finding == f]))
+    rows.append(("beyond", "Beyond the paper (ground truth of our world, another fine-tuning format)",
+                 [(n, c) for n, c in collected if c.kind == "beyond"]))
+    return rows
+
+
+def summary(collected: list[tuple[int, checks.Check]]) -> pd.DataFrame:
+    """One row per group: its verdict, how many checks hold, and the first checks' numbers."""
+    out = []
+    for label, title, items in groups(collected):
+        cs = [c for _, c in items]
+        decided = [c.holds for c in cs if c.holds is not None]
+        out.append({"#": label, "finding": title, "verdict": checks.verdict(cs) if cs else "no check",
+                    "checks holding": f"{sum(decided)}/{len(cs)}"})
+    return pd.DataFrame(out)
+
+
+def _link(number: int, figure: str | None = None) -> str:
+    stem = STEMS[number]
+    return f'<a href="chapters/{stem}.html">chapter {number}{", " + figure if figure else ""}</a>'
+
+
+def to_html(collected: list[tuple[int, checks.Check]]) -> str:
+    """The findings table: one compact row per finding, the full check list in a dropdown.
+
+    Each row shows the verdict, the checks that hold, the deciding numbers (the first two checks'
+    "ours" beside the paper's) and a link to the chapter; ``<details>`` holds every check with its
+    statistic and threshold.
     """
     rows = []
-    for number, title, stem, figure in FINDINGS:
-        cs = results.get(number, [])
-        ok = [c.holds for c in cs if c.holds is not None]
-        verdict = "n/a" if not ok else "yes" if all(ok) else "partly" if any(ok) else "no"
-        rows.append({
-            "#": number, "finding": title,
-            "checks": "<br>".join(f"{'✓' if c.holds else '✗'} {c.claim}" for c in cs),
-            "paper": "<br>".join(c.paper for c in cs),
-            "ours (this build)": "<br>".join(c.ours for c in cs),
-            "holds": verdict,
-            "see": f'<a href="chapters/{stem}.html">chapter {int(stem[:2])}, {figure}</a>',
-        })
-    return pd.DataFrame(rows)
+    for label, title, items in groups(collected):
+        cs = [c for _, c in items]
+        verdict = checks.verdict(cs) if cs else "no check"
+        deciding = "<br>".join(f"{checks.mark(c.holds)} {html.escape(c.ours[:140])}" for c in cs[:2])
+        papers = "<br>".join(html.escape(c.paper) for c in cs[:2])
+        details = "".join(
+            f"<li>{checks.mark(c.holds)} <b>{html.escape(c.claim)}</b> ({_link(n)}). "
+            f"<i>Statistic:</i> {html.escape(c.statistic)}. <i>Threshold:</i> {html.escape(c.threshold)}. "
+            f"<i>Paper:</i> {html.escape(c.paper)}. <i>Ours:</i> {html.escape(c.ours)}</li>" for n, c in items)
+        where = _link(int(label), WHERE[int(label)][1]) if label.isdigit() else ""
+        rows.append(
+            f"<tr class='verdict-{verdict.split()[0]}'><td>{label}</td><td>{html.escape(title)}"
+            f"<details><summary>{len(cs)} checks</summary><ul>{details}</ul></details></td>"
+            f"<td>{verdict}</td><td>{papers}</td><td>{deciding}</td><td>{where}</td></tr>")
+    head = "<tr><th>#</th><th>finding</th><th>verdict</th><th>paper</th><th>ours (this build)</th><th>see</th></tr>"
+    return (f"<div class='table-scroll'><table class='findings-table'><thead>{head}</thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def to_html(df: pd.DataFrame) -> str:
-    """The findings table as HTML (links and line breaks kept), with a class for styling."""
-    return df.to_html(index=False, escape=False, classes="findings-table", border=0)
+def readme_summary(collected: list[tuple[int, checks.Check]], profile: str) -> str:
+    """The README's "what reproduces" paragraph, generated from this build's checks (Markdown).
+
+    ``make readme`` writes it between the README's ``findings`` markers, so the README says what the
+    last build's findings page says.
+    """
+    lines = [f"In the last `{profile}` build, finding by finding (every check and its threshold are on the "
+             "book's findings page):", ""]
+    for label, title, items in groups(collected):
+        cs = [c for _, c in items]
+        held = sum(bool(c.holds) for c in cs)
+        name = {"setup": "Preconditions", "beyond": "Beyond the paper"}.get(label, f"Finding {label}")
+        lines.append(f"- **{name}** ({title}): {checks.verdict(cs) if cs else 'no check'}, {held} of {len(cs)} "
+                     "checks hold." + ("" if held == len(cs) else " Not holding: " + "; ".join(
+                         c.claim for c in cs if not c.holds) + "."))
+    return "\n".join(lines) + "\n"
+
+
+def save_summary(collected: list[tuple[int, checks.Check]], profile: str):
+    """Write :func:`readme_summary` to ``<artifacts>/findings/<profile>.md`` (``make readme`` reads it)."""
+    from . import store
+
+    path = store.artifacts_root() / "findings" / f"{profile}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(readme_summary(collected, profile))
+    return path

@@ -11,8 +11,10 @@ data, variant, seed, config).  It holds ``config.json`` from the start, one
 ``epoch_XXX.parquet`` per finished epoch, ``checkpoint.pt`` (weights and
 optimizer after the last finished epoch) and ``done.json`` at the end.  A rerun
 skips finished runs and resumes an interrupted one from its last finished epoch
-with identical results: batch order is a function of (seed, epoch) and the
-models have no dropout.
+with identical results: batch order and dropout masks (``ft_dropout``) are
+functions of (seed, epoch).  Runs of the controlled world's small model train
+in groups, as one stacked model (:mod:`newknowledge.grouped`), into folders of
+the same format; everything else runs here, one run at a time.
 """
 
 from __future__ import annotations
@@ -28,26 +30,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from . import grouped, lm, store
+from . import grouped, lm, store, train_step
 from .config import FinetuneConfig, config_hash
 from .metrics import exact_match
-
-# Prompt formats: (prompt template, answer template).  "qa" is the probe's own
-# line format, seen in pretraining; "unseen" is a format pretraining never used,
-# so fine-tuning must teach the model to expose what it knows in it.
-FORMATS = {
-    "qa": ("Q: {q} A:", " {a}\n"),
-    "unseen": ("Question: {q}\nAnswer:", " {a}\n"),
-}
-IDK = "I don't know"
-
-
-def _format(fmt: str) -> tuple[str, str]:
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown ft_format {fmt!r}; choose one of {sorted(FORMATS)}")
-    return FORMATS[fmt]
+from .prompts import IDK, answer, check_format, ft_prompt
+from .progress import tqdm
 
 
 def encode_examples(tokenizer, questions: list[str], answers: list[str], fmt: str):
@@ -57,21 +45,10 @@ def encode_examples(tokenizer, questions: list[str], answers: list[str], fmt: st
         A list of ``(input_ids, labels)`` pairs; labels are -100 on the prompt
         tokens, so only the answer (and its closing newline) is learned.
     """
-    p_tpl, a_tpl = _format(fmt)
-    prompts = [p_tpl.format(q=q) for q in questions]
-    p_ids, a_ids = lm.encode(tokenizer, prompts, [a_tpl.format(a=a) for a in answers])
+    check_format(fmt)
+    prompts = [ft_prompt(fmt, q) for q in questions]
+    p_ids, a_ids = lm.encode(tokenizer, prompts, [answer(a) for a in answers])
     return [(p + a, [-100] * len(p) + a) for p, a in zip(p_ids, a_ids)]
-
-
-def _collate(pairs, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad to shape (batch, max_len): ids, attention mask, labels."""
-    width = max(len(ids) for ids, _ in pairs)
-    ids = torch.full((len(pairs), width), pad, dtype=torch.long)
-    labels = torch.full((len(pairs), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(pairs), width), dtype=torch.long)
-    for i, (x, y) in enumerate(pairs):
-        ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-    return ids, mask, labels
 
 
 def correct_flags(model, tokenizer, questions: list[str], answers: list[str], cfg: FinetuneConfig) -> np.ndarray:
@@ -79,7 +56,7 @@ def correct_flags(model, tokenizer, questions: list[str], answers: list[str], cf
 
     By teacher forcing (default) or by generating (``ft_eval: generate``).
     """
-    prompts = [_format(cfg.ft_format)[0].format(q=q) for q in questions]
+    prompts = [ft_prompt(cfg.ft_format, q) for q in questions]
     batch = cfg.ft_eval_batch
     if batch == 0:  # auto: from the free accelerator memory (128 on CPU)
         # Characters bound the token count from above (a token holds at least one, BOS aside).
@@ -88,8 +65,14 @@ def correct_flags(model, tokenizer, questions: list[str], answers: list[str], cf
     if cfg.ft_eval == "teacher":
         # Greedy flags only: the sampling probabilities are not needed here (about a fifth of the cost).
         return lm.score(model, tokenizer, prompts, answers, batch_size=batch, greedy_only=True).greedy_correct
-    greedy, _ = lm.decode(model, tokenizer, prompts, batch_size=batch)
-    return np.array([exact_match(g, a) for g, a in zip(greedy, answers)])
+    return np.array([exact_match(g, a) for g, a in zip(greedy_answers(model, tokenizer, questions, cfg), answers)])
+
+
+def greedy_answers(model, tokenizer, questions: list[str], cfg: FinetuneConfig) -> list[str]:
+    """The model's greedy answers, zero-shot in the fine-tuning format (generated, cut at the line end)."""
+    prompts = [ft_prompt(cfg.ft_format, q) for q in questions]
+    batch = cfg.ft_eval_batch or lm.auto_batch_size(model, max((len(p) for p in prompts), default=0) + 32, 128)
+    return lm.decode(model, tokenizer, prompts, batch_size=batch)[0]
 
 
 def _evaluate(model, tokenizer, train: pd.DataFrame, evals: pd.DataFrame, cfg: FinetuneConfig,
@@ -97,24 +80,31 @@ def _evaluate(model, tokenizer, train: pd.DataFrame, evals: pd.DataFrame, cfg: F
     """One epoch's tidy records: a row per train example and per evaluation question."""
     model.eval()
     fitted = correct_flags(model, tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg)
-    correct = correct_flags(model, tokenizer, evals["question"].tolist(), evals["answer"].tolist(), cfg)
-    # D_IDK: did the model abstain?
-    abstained = correct_flags(model, tokenizer, evals["question"].tolist(), [IDK] * len(evals), cfg) if idk else None
+    questions, golds = evals["question"].tolist(), evals["answer"].tolist()
+    abstained = None
+    if idk:
+        # D_IDK (App. K): three outcomes per question from the greedy answer itself, so an
+        # abstention is recognised after the same normalisation as exact match ("i don't know.").
+        greedy = greedy_answers(model, tokenizer, questions, cfg)
+        correct = [exact_match(g, a) for g, a in zip(greedy, golds)]
+        abstained = [exact_match(g, IDK) for g in greedy]
+    else:
+        correct = correct_flags(model, tokenizer, questions, golds, cfg)
     return records(train, evals, epoch, fitted, correct, abstained)
 
 
-def records(train: pd.DataFrame, evals: pd.DataFrame, epoch: int, fitted: np.ndarray, correct: np.ndarray,
-            idk: np.ndarray | None = None) -> pd.DataFrame:
+def records(train: pd.DataFrame, evals: pd.DataFrame, epoch: int, fitted, correct, idk=None) -> pd.DataFrame:
     """One epoch's tidy records from the flags: a row per train example and per evaluation question.
 
     Args:
-        fitted: bool array of shape (len(train),); correct: shape (len(evals),);
-            idk: shape (len(evals),), for D_IDK runs only (an ``idk`` column).
+        fitted: bools of shape (len(train),); correct: shape (len(evals),);
+            idk: shape (len(evals),), D_IDK runs only (an ``idk`` column).
     """
     rows = [pd.DataFrame({"epoch": epoch, "split": "train", "example": np.arange(len(train)),
                           "category": train["category"].to_numpy(), "correct": fitted})]
     ev = pd.DataFrame({"epoch": epoch, "split": evals["split"].to_numpy(), "example": evals["example"].to_numpy(),
-                       "category": evals["category"].to_numpy(), "correct": correct})
+                       "category": evals["category"].to_numpy()})
+    ev["correct"] = correct
     if idk is not None:
         ev["idk"] = idk
     rows.append(ev)
@@ -133,19 +123,30 @@ class RunSpec:
     dtype: str = "auto"  # bf16 on CUDA: with full fine-tuning prefer "float32" or LoRA (adapters stay fp32)
 
 
+# Bumped when what a run records changes (2: D_IDK abstentions read from generated answers).
+RECORDS_VERSION = 2
+
 # Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
-# Grouped training (grouped.py) writes the same records, up to float rounding, to the same folders.
-_NOT_IN_KEY = ("pct_unknown", "dataset_size", "alt_format", "workers", "executor",
+# Without dropout grouped training (grouped.py) writes the same records, up to float rounding.
+_NOT_IN_KEY = ("pct_unknown", "dataset_size", "min_dataset_size", "alt_format", "workers", "executor",
                "ft_eval_batch", "ft_grouped", "ft_group_size")
 
 
-def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame) -> Path:
-    """The run's folder, keyed by the hash of everything that determines its records."""
+def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, in_group: bool = False) -> Path:
+    """The run's folder, keyed by the hash of everything that determines its records.
+
+    Args:
+        in_group: the run trains grouped (:mod:`newknowledge.grouped`).  Without
+            dropout both paths share a folder (and resume each other's runs);
+            with dropout they draw different masks, so a grouped run gets its own.
+    """
     data = pd.util.hash_pandas_object(train[["question", "answer"]]).sum().item()
     data_ev = pd.util.hash_pandas_object(evals[["question", "answer", "split"]]).sum().item()
     cfg = {k: v for k, v in dataclasses.asdict(spec.cfg).items() if k not in _NOT_IN_KEY}
     key = {"stage": "finetune", "model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
-           "cfg": cfg, "train": data, "evals": data_ev}
+           "cfg": cfg, "train": data, "evals": data_ev, "records": RECORDS_VERSION}
+    if in_group and spec.cfg.ft_dropout > 0:
+        key["dropout_masks"] = "grouped"
     return store.artifacts_root() / "finetune" / config_hash(key)
 
 
@@ -170,7 +171,9 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
     begin(spec, path)
     torch.set_num_threads(cfg.ft_threads)
     torch.manual_seed(spec.seed)
-    model, tokenizer = lm.load(spec.model_path, device=spec.device, dtype=spec.dtype)
+    # Mixed precision keeps float32 weights and optimizer state (the forward pass casts to bf16).
+    dtype = "float32" if cfg.ft_precision == "bf16-mixed" else spec.dtype
+    model, tokenizer = train_step.prepare(*lm.load(spec.model_path, device=spec.device, dtype=dtype), cfg)
     if cfg.lora_rank > 0:
         model = _with_lora(model, cfg)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.ft_lr,
@@ -184,20 +187,18 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
         save_epoch(path, 0, _evaluate(model, tokenizer, train, evals, cfg, 0, idk))
         start = 1
     examples = encode_examples(tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg.ft_format)
-    device = next(model.parameters()).device
     bar = tqdm(range(start, cfg.ft_epochs + 1), desc=f"{spec.variant} s{spec.seed}", position=position,
                leave=False, unit="epoch")
+    set_dropout(model, cfg.ft_dropout)
     for n, epoch in enumerate(bar):
         if stop_after is not None and n >= stop_after:
             return path
         model.train()
+        # Dropout masks from (seed, epoch), like the batch order: a resumed run replays its epochs exactly.
+        torch.manual_seed(int(np.random.default_rng([spec.seed, epoch, 1]).integers(2**62)))
         order = np.random.default_rng([spec.seed, epoch]).permutation(len(examples))
-        for i in range(0, len(order), cfg.ft_batch):
-            ids, mask, labels = _collate([examples[j] for j in order[i:i + cfg.ft_batch]], tokenizer.pad_token_id)
-            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for i in range(0, len(order), cfg.ft_batch):  # micro-batches, precision: see train_step
+            train_step.step(model, [examples[j] for j in order[i:i + cfg.ft_batch]], tokenizer.pad_token_id, opt, cfg)
         save_epoch(path, epoch, _evaluate(model, tokenizer, train, evals, cfg, epoch, idk),
                    {"model": _trainable_state(model), "opt": opt.state_dict()})
     finish(path, cfg)
@@ -243,6 +244,23 @@ def finish(path: Path, cfg: FinetuneConfig) -> None:
     (path / "checkpoint.pt").unlink(missing_ok=True)
 
 
+def set_dropout(model, p: float) -> int:
+    """Set every dropout layer of ``model`` to probability ``p`` (paper App. E: 0.05).
+
+    The controlled world's model is pretrained without dropout, but its GPT-2
+    blocks keep their dropout layers (attention, residual, embedding), so
+    fine-tuning can switch them on.  Evaluation runs in eval mode, without
+    dropout.
+
+    Returns:
+        The number of dropout layers set (0: the model has none, ``p`` has no effect).
+    """
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for m in layers:
+        m.p = p
+    return len(layers)
+
+
 def _with_lora(model, cfg: FinetuneConfig):
     """Wrap the model with LoRA adapters (``peft``), for models too big to fine-tune fully.
 
@@ -286,35 +304,41 @@ def _worker(args) -> str:
     return str(train_run(spec, train, evals, position=position))
 
 
-def run_all(jobs: list[tuple[RunSpec, pd.DataFrame]], evals: pd.DataFrame, workers: int = 1,
+def run_all(jobs: list[tuple[RunSpec, pd.DataFrame, pd.DataFrame]], workers: int = 1,
             executor: str = "local") -> list[Path]:
     """Execute every run not yet finished: ``workers`` at a time (local process pool), or as Ray tasks.
 
+    Args:
+        jobs: ``(spec, train, evals)`` per run: the run, its variant's examples and
+            the questions evaluated after each epoch (each seed's world has its own).
+
     Runs are independent: two single-threaded runs side by side use two cores
     better than one run with two threads, for models this small.  Local CPU
-    runs of a GPT-2 model train in groups, each as one stacked model, the
-    groups side by side (:mod:`newknowledge.grouped`, ``ft_grouped``).  With
+    runs of the controlled world's GPT-2 model train in groups, each group as
+    one stacked model, the groups side by side (:func:`newknowledge.grouped.plan`
+    says which runs can; ``ft_grouped: false`` turns it off).  With
     ``executor="ray"`` each run is a Ray task (``ft_threads`` CPUs, one GPU if
     the run's device is CUDA) on the instance at ``RAY_ADDRESS`` (a cluster) or
     a local one; every task writes to ``NEWKNOWLEDGE_ARTIFACTS``, which on a
     cluster must be storage all machines share.  Either way finished runs are
     skipped and interrupted ones resume.
     """
-    todo = [(i, s, t) for i, (s, t) in enumerate(jobs) if not (run_dir(s, t, evals) / "done.json").exists()]
-    if todo and executor == "local":  # runs that can be trained together as one stacked model are (grouped.py)
-        groups, rest = grouped.plan([s for _, s, _ in todo], workers)
-        grouped.run_groups([([todo[k][1] for k in g], [todo[k][2] for k in g]) for g in groups], evals, workers)
+    in_group = [executor == "local" and grouped.groupable(s) for s, _, _ in jobs]
+    todo = [(s, t, e) for (s, t, e), g in zip(jobs, in_group) if not (run_dir(s, t, e, g) / "done.json").exists()]
+    if todo and executor == "local":  # the groupable runs first, as stacked models (grouped.py)
+        groups, rest = grouped.plan([s for s, _, _ in todo], workers)
+        grouped.run_groups([[todo[k] for k in g] for g in groups], workers)
         todo = [todo[k] for k in rest]
     bar = dict(total=len(todo), desc="fine-tuning runs", unit="run")
     if todo and executor == "ray":
-        _run_ray([(s, t, evals, 0) for _, s, t in todo], bar)
+        _run_ray([(s, t, e, 0) for s, t, e in todo], bar)
     elif todo and workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
-            list(tqdm(pool.map(_worker, [(s, t, evals, k % workers + 1) for k, (_, s, t) in enumerate(todo)]), **bar))
+            list(tqdm(pool.map(_worker, [(s, t, e, k % workers + 1) for k, (s, t, e) in enumerate(todo)]), **bar))
     else:
-        for _, s, t in tqdm(todo, disable=len(todo) < 2, **{k: v for k, v in bar.items() if k != "total"}):
-            train_run(s, t, evals)
-    return [run_dir(s, t, evals) for s, t in jobs]
+        for s, t, e in tqdm(todo, disable=len(todo) < 2, **{k: v for k, v in bar.items() if k != "total"}):
+            train_run(s, t, e)
+    return [run_dir(s, t, e, g) for (s, t, e), g in zip(jobs, in_group)]
 
 
 def _run_ray(tasks: list[tuple], bar: dict) -> None:

@@ -13,19 +13,37 @@ answer tokens; the group's loss is the sum over runs, so each run's gradient
 is its own).  Runs of different sizes share a group: at a step where a run has
 no batch left it does not move.  Evaluation decides greedy correctness by
 teacher forcing as :func:`newknowledge.lm.score` does, with each run's weights.
-Records equal the per-run path's up to float rounding (``tests/test_grouped.py``).
+Without dropout, records equal the per-run path's up to float rounding
+(``tests/test_grouped.py``).
+
+With dropout (``ft_dropout`` > 0, App. E's 0.05) each run draws its own masks
+from a generator seeded by (seed, epoch) (:class:`newknowledge.stacked.Dropout`):
+the same seed gives the same records, a resumed run replays its epochs
+exactly, and a run's masks do not depend on its companions.  They are not the
+masks the per-run path draws from torch's global generator, so records differ
+from that path's as two dropout seeds do; such runs get their own folder
+(:func:`newknowledge.finetune.run_dir`, ``in_group``).
+
+What the stacked model does not compute stays on the per-run path, chosen by
+:func:`groupable`: D_IDK runs (abstentions are read from generated answers),
+``ft_eval: generate``, LoRA, models other than the controlled world's GPT-2,
+GPUs, bfloat16 weights or ``ft_precision: bf16-mixed``, micro-batches smaller
+than ``ft_batch``, activation checkpointing, the Ray executor, and
+``ft_grouped: false``.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from .progress import tqdm
+from .prompts import ft_prompt
 from .stacked import Dropout, Stack, supports
 
 
@@ -97,7 +115,7 @@ class Scorer:
         rest_id = {r: k for k, r in enumerate(rests)}
         self.batches = []
         for s in range(max(map(len, sets))):
-            runs = [r for r, run in enumerate(sets) if len(run) > s]  # e.g. only D_IDK runs have an IDK set
+            runs = [r for r, run in enumerate(sets) if len(run) > s]  # runs may have different numbers of sets
             chunks = []
             for r in runs:
                 prompts, golds, groups = sets[r][s]
@@ -160,26 +178,28 @@ class Scorer:
 
 
 # -- runs ----------------------------------------------------------------------------------------------------------
-def train_group(specs: list, trains: list[pd.DataFrame], evals: pd.DataFrame, *, threads: int | None = None,
-                stop_after: int | None = None, position: int = 0) -> list[Path]:
+def train_group(jobs: list[tuple], *, threads: int | None = None, stop_after: int | None = None,
+                position: int = 0) -> list[Path]:
     """Fine-tune several runs of one base model together; each run's folder as :func:`finetune.train_run` writes it.
 
     Args:
-        specs: :class:`newknowledge.finetune.RunSpec` of each run: the same
-            model and config apart from variant and seed.
-        trains: each run's train set; evals: the questions every run is evaluated on.
+        jobs: ``(spec, train, evals)`` per run, as :func:`newknowledge.finetune.run_all`
+            takes them: the :class:`~newknowledge.finetune.RunSpec` (the same
+            model and config for all, apart from variant and seed), the run's
+            train set and the questions it is evaluated on after each epoch.
         threads: torch threads (default ``ft_threads``: groups run side by side, as single runs do).
         stop_after: stop after this many epochs in this call (tests simulate a kill).
 
     Returns:
-        The run folders, in the order of ``specs``.
+        The run folders, in the order of ``jobs``.
     """
     from . import finetune
 
+    specs = [s for s, _, _ in jobs]
     cfg = specs[0].cfg
     if any((s.model_path, s.dtype, s.cfg) != (specs[0].model_path, specs[0].dtype, cfg) for s in specs):
         raise ValueError("a group's runs need the same model and config (they differ in data, variant and seed)")
-    paths = [finetune.run_dir(s, t, evals) for s, t in zip(specs, trains)]
+    paths = [finetune.run_dir(s, t, e, in_group=True) for s, t, e in jobs]
     todo, starts, states = [], [], []
     for i, path in enumerate(paths):
         if (path / "done.json").exists():
@@ -195,44 +215,44 @@ def train_group(specs: list, trains: list[pd.DataFrame], evals: pd.DataFrame, *,
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads or cfg.ft_threads)
     try:
-        _train(specs, trains, evals, [paths[i] for i in todo], todo, starts, states, stop_after, position)
+        _train([jobs[i] for i in todo], [paths[i] for i in todo], starts, states, stop_after, position)
     finally:
         torch.set_num_threads(old_threads)
     return paths
 
 
-def _train(specs, trains, evals, paths, todo, starts, states, stop_after, position) -> None:
-    """The body of :func:`train_group` for the unfinished runs ``todo`` (indices into ``specs``)."""
+def _train(jobs, paths, starts, states, stop_after, position) -> None:
+    """The body of :func:`train_group` for its unfinished runs ``jobs``, each from epoch ``starts[a]``."""
     from . import finetune, lm
 
+    specs, trains, evals = zip(*jobs)
     cfg = specs[0].cfg
     model, tok = lm.load(specs[0].model_path, device="cpu", dtype=specs[0].dtype)
-    stack = Stack(model, len(todo), cfg.ft_lr, cfg.ft_weight_decay)
+    stack = Stack(model, len(jobs), cfg.ft_lr, cfg.ft_weight_decay)
     template = torch.optim.AdamW(model.parameters(), lr=cfg.ft_lr, weight_decay=cfg.ft_weight_decay).state_dict()
     for a, state in enumerate(states):
         if state is not None:
             stack.load_run_state(a, state["model"], state["opt"])
-    prompt = finetune._format(cfg.ft_format)[0]
 
-    def questions(df: pd.DataFrame, golds: list[str] | None = None) -> tuple[list, list, list]:
+    def questions(df: pd.DataFrame) -> tuple[list, list, list]:
         # Grouped by relation when the data says it (its questions share their opening tokens).
         groups = df["relation"].tolist() if "relation" in df else [""] * len(df)
-        return [prompt.format(q=q) for q in df["question"]], golds or df["answer"].tolist(), groups
+        return [ft_prompt(cfg.ft_format, q) for q in df["question"]], df["answer"].tolist(), groups
 
-    shared, idk = questions(evals), questions(evals, [finetune.IDK] * len(evals))
-    sets = [[questions(trains[i]), shared] + ([idk] if specs[i].variant.startswith("idk") else []) for i in todo]
+    # Runs evaluated on the same questions (one world) share one tokenized set.
+    shared = {id(e): questions(e) for e in evals}
+    sets = [[questions(t), shared[id(e)]] for t, e in zip(trains, evals)]
     scorer = Scorer(tok, model.get_output_embeddings().weight.shape[0], sets, cfg.ft_eval_batch or 128)
-    examples = [finetune.encode_examples(tok, trains[i]["question"].tolist(), trains[i]["answer"].tolist(),
-                                         cfg.ft_format) for i in todo]
+    examples = [finetune.encode_examples(tok, t["question"].tolist(), t["answer"].tolist(), cfg.ft_format)
+                for t in trains]
 
     def record(runs: list[int], epoch_of: list[int]) -> None:
-        for a, flags, epoch in zip(runs, scorer.flags(stack, runs), epoch_of):
-            i = todo[a]
+        for a, (fitted, correct), epoch in zip(runs, scorer.flags(stack, runs), epoch_of):
             state = None
             if epoch > 0:
                 model_state, opt_state = stack.run_state(a, template)
                 state = {"model": model_state, "opt": opt_state}
-            finetune.save_epoch(paths[a], epoch, finetune.records(trains[i], evals, epoch, *flags), state)
+            finetune.save_epoch(paths[a], epoch, finetune.records(trains[a], evals[a], epoch, fitted, correct), state)
             if epoch == cfg.ft_epochs:
                 finetune.finish(paths[a], cfg)
 
@@ -240,17 +260,16 @@ def _train(specs, trains, evals, paths, todo, starts, states, stop_after, positi
     if fresh:  # epoch 0: the base model, before any training
         record(fresh, [0] * len(fresh))
     starts = [max(s, 1) for s in starts]
-    p_drop = float(getattr(cfg, "ft_dropout", 0.0))
     rounds = range(cfg.ft_epochs + 1 - min(starts))
-    for n in tqdm(rounds, desc=f"{len(todo)} runs grouped", position=position, leave=False, unit="epoch"):
+    for n in tqdm(rounds, desc=f"{len(jobs)} runs grouped", position=position, leave=False, unit="epoch"):
         if stop_after is not None and n >= stop_after:
             break
         active = [a for a, s in enumerate(starts) if s + n <= cfg.ft_epochs]
         epochs = [starts[a] + n for a in active]
-        seeds = [specs[todo[a]].seed for a in active]
+        seeds = [specs[a].seed for a in active]
         # Each run's own batch order, as in train_run: a function of (seed, epoch) alone.
         orders = [np.random.default_rng([s, e]).permutation(len(examples[a])) for a, s, e in zip(active, seeds, epochs)]
-        drop = Dropout(p_drop, active, seeds, epochs) if p_drop > 0 else None
+        drop = Dropout(cfg.ft_dropout, active, seeds, epochs) if cfg.ft_dropout > 0 else None
         for k in range(0, max(map(len, orders)), cfg.ft_batch):
             live = [j for j, o in enumerate(orders) if k < len(o)]  # runs with a batch at this step
             batches = [[examples[active[j]][i] for i in orders[j][k:k + cfg.ft_batch]] for j in live]
@@ -259,20 +278,30 @@ def _train(specs, trains, evals, paths, todo, starts, states, stop_after, positi
 
 
 def groupable(spec) -> bool:
-    """Whether a run can be trained in a group: full fine-tuning of a local GPT-2 model on the CPU, in float32.
+    """Whether a run can be trained in a group: what :class:`Stack` computes as the per-run path does.
 
-    Real models on a GPU, LoRA, generated evaluation and ``ft_grouped: false``
-    keep the per-run path.
+    Full fine-tuning of a local GPT-2 model on the CPU in float32, one forward
+    pass per batch, teacher-forced evaluation, not a D_IDK run.  Everything
+    else keeps the per-run path (:func:`newknowledge.finetune.train_run`): D_IDK
+    (its abstentions come from generated answers), ``ft_eval: generate``, LoRA,
+    other architectures, GPUs, bfloat16, ``ft_precision: bf16-mixed``,
+    micro-batches, activation checkpointing and ``ft_grouped: false``.
     """
     cfg = spec.cfg
-    if not (cfg.ft_grouped and cfg.lora_rank == 0 and cfg.ft_eval == "teacher" and str(spec.device) == "cpu"
-            and spec.dtype in ("auto", "float32")):
-        return False
-    if not (Path(spec.model_path) / "config.json").exists():  # a hub id: never download to decide
+    one_pass = cfg.ft_micro_batch == 0 or cfg.ft_micro_batch >= cfg.ft_batch
+    return (cfg.ft_grouped and cfg.lora_rank == 0 and cfg.ft_eval == "teacher" and cfg.ft_precision == "model"
+            and one_pass and not cfg.ft_checkpointing and not spec.variant.startswith("idk")
+            and str(spec.device) == "cpu" and spec.dtype in ("auto", "float32") and _gpt2(spec.model_path))
+
+
+@cache
+def _gpt2(model_path: str) -> bool:
+    """Whether the local model folder holds a GPT-2 model :class:`Stack` supports (a hub id: never download)."""
+    if not (Path(model_path) / "config.json").exists():
         return False
     from transformers import AutoConfig
 
-    return supports(AutoConfig.from_pretrained(spec.model_path))
+    return supports(AutoConfig.from_pretrained(model_path))
 
 
 def plan(specs: list, workers: int) -> tuple[list[list[int]], list[int]]:
@@ -303,18 +332,18 @@ def plan(specs: list, workers: int) -> tuple[list[list[int]], list[int]]:
 
 
 def _worker(args) -> None:
-    specs, trains, evals, position = args
-    train_group(specs, trains, evals, position=position)
+    jobs, position = args
+    train_group(jobs, position=position)
 
 
-def run_groups(groups: list[tuple[list, list[pd.DataFrame]]], evals: pd.DataFrame, workers: int = 1) -> None:
-    """Train each ``(specs, trains)`` group, ``workers`` groups at a time in their own processes."""
+def run_groups(groups: list[list[tuple]], workers: int = 1) -> None:
+    """Train each group (a list of ``(spec, train, evals)`` jobs), ``workers`` groups at a time in their own processes."""
     if workers > 1 and len(groups) > 1:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
         with ProcessPoolExecutor(max_workers=min(workers, len(groups)), mp_context=get_context("spawn")) as pool:
-            list(pool.map(_worker, [(s, t, evals, k % workers + 1) for k, (s, t) in enumerate(groups)]))
+            list(pool.map(_worker, [(g, k % workers + 1) for k, g in enumerate(groups)]))
     else:
-        for specs, trains in groups:
-            train_group(specs, trains, evals)
+        for jobs in groups:
+            train_group(jobs)

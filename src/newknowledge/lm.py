@@ -22,14 +22,17 @@ at the end of the line also with tokenizers that merge newlines into other token
 
 from __future__ import annotations
 
+import re
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from . import engine
+from .prompts import answer as answer_text  # " " + gold + the stop
 
 
 class ModelError(RuntimeError):
@@ -89,6 +92,35 @@ def auto_batch_size(model, seq_len: int, default: int) -> int:
     return int(max(1, min(1024, 0.5 * free // per_row)))
 
 
+# A Hugging Face model id: "name" or "owner/name", letters, digits, "-", "_", "."
+# (the Hub's rule: no leading or trailing "-" or ".", no "--" or "..", 96 characters at most).
+_HF_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9]([\w.-]*[A-Za-z0-9])?(/[A-Za-z0-9]([\w.-]*[A-Za-z0-9])?)?")
+
+
+def check_model_name(path: str) -> None:
+    """Fail with a clear message unless ``path`` is an existing folder or could be a Hugging Face id.
+
+    Without this, a mistyped folder reaches ``from_pretrained``, which tries the
+    Hub and fails with a long error about repository names or the network.
+
+    Raises:
+        ConfigError: naming the value and the fix.
+    """
+    from .config import ConfigError
+
+    fix = ("fix: pass -p model with the folder that save_pretrained wrote (config.json inside) "
+           "or a Hugging Face id such as 'gpt2' or 'meta-llama/Llama-3.1-8B'")
+    if not str(path).strip():
+        raise ConfigError(f"model {path!r} is empty; {fix}")
+    local = Path(str(path)).expanduser()
+    if local.is_dir():
+        return
+    if local.exists():
+        raise ConfigError(f"model {path!r} is a file, not a folder; {fix}")
+    if not (isinstance(path, str) and len(path) <= 96 and _HF_ID.fullmatch(path)):
+        raise ConfigError(f"model {path!r} is neither an existing folder nor a Hugging Face id; {fix}")
+
+
 def load(path: str, device: str = "auto", dtype: str = "auto"):
     """Load a causal LM and its tokenizer with the ``Auto*`` classes.
 
@@ -98,7 +130,12 @@ def load(path: str, device: str = "auto", dtype: str = "auto"):
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode on its device.
+
+    Raises:
+        ConfigError: ``path`` is neither an existing folder nor a plausible
+            Hugging Face id (:func:`check_model_name`).
     """
+    check_model_name(path)
     dev = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
@@ -175,7 +212,7 @@ def _leading_ids(tokenizer) -> list[int]:
     """The special ids the tokenizer puts before the text (BOS), without any it appends (EOS)."""
     hit = _LEAD.get(tokenizer)
     if hit is None:
-        probe = "Q: x A:"
+        probe = "any text"  # only the special tokens around it matter
         plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
         full = tokenizer(probe)["input_ids"]
         starts = [k for k in range(len(full) - len(plain) + 1) if full[k:k + len(plain)] == plain]
@@ -217,7 +254,7 @@ def answer_ids(tokenizer, prompts: list[str], golds: list[str]):
         token containing the newline, and that token's text before the newline
         (for :func:`line_end_mask`; "" when the newline is a token of its own).
     """
-    p_ids, full = encode(tokenizer, prompts, [f" {g}\n" for g in golds])
+    p_ids, full = encode(tokenizer, prompts, [answer_text(g) for g in golds])
     texts = token_texts(tokenizer)
     c_ids, rests = [], []
     for ids in full:
@@ -373,7 +410,8 @@ def decode(model, tokenizer, prompts: list[str], *, n_samples: int = 0, temperat
                 cache.batch_select_indices(parent)  # rows split or finished: copy the surviving rows' cache
                 mask, pos = mask[parent], pos[parent]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None], past_key_values=cache)
+            out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None],
+                        **engine.with_cache(cache))
             logits, pos = out.logits[:, -1], pos + 1
         for rows, toks, counts, greedy_flags in done:
             texts = tokenizer.batch_decode(toks.tolist(), skip_special_tokens=True)

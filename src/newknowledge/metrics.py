@@ -5,11 +5,6 @@ from __future__ import annotations
 import re
 import string
 
-# SliCK's four knowledge categories (paper Sec. 3), in the paper's order; Known = the first three.
-# Defined here, in a module without torch, so that stats and variants can share them with slick.
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
-KNOWN = CATEGORIES[:3]
-
 _ARTICLES = re.compile(r"\b(a|an|the)\b", flags=re.UNICODE)
 _PUNCT = set(string.punctuation)
 

@@ -1,13 +1,24 @@
 """The study end to end: data, model, SliCK table, fine-tuning grids.
 
-Every chapter starts with :func:`prepare`, which returns cached artifacts when
-they exist.  The controlled world (default) and the real path (``model`` and
-``eq_dir`` parameters) differ only in where the questions and the model come
-from; everything after that is the same code.
+Every chapter starts with :func:`start`, which reads the notebook's
+parameters and returns a :class:`Setup`: the study's configuration and, for
+each seed, the prepared world (data, pretrained model, SliCK table), all
+cached.  The chapter then asks the setup for the fine-tuning records it needs
+(:meth:`Setup.records`), which trains only what is not in the run store.
+
+A *seed* is a replicate of the study.  With ``seed_scope: finetune`` seeds
+vary only the fine-tuning draw and data order on one world; with
+``seed_scope: world`` seed ``s`` also shifts the world, pretraining and SliCK
+seeds by ``s``, so each seed is a new world with its own model (intervals
+across worlds, as the book must not depend on one lucky world).
+
+The controlled world (default) and the real path (``model`` and ``eq_dir``
+parameters) differ only in where the questions and the model come from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +32,9 @@ from .config import ConfigError, Study
 
 @dataclass
 class Prepared:
-    """What every chapter needs, with where it came from."""
+    """One world: its data, its model and its SliCK table, with where they came from."""
 
-    study: Study
+    study: Study  # the configuration of this world (seeds shifted for seed_scope "world")
     model_path: str
     table: pd.DataFrame  # SliCK table: one row per example of train/dev/test/ood_test
     exemplars: pd.DataFrame  # dev questions with one answer, every relation (few-shot exemplars)
@@ -41,6 +52,16 @@ class Prepared:
         ev["example"] = ev.index
         return ev.reset_index(drop=True)
 
+    @property
+    def size(self) -> int:
+        """|D|: the profile's ``dataset_size``, or the paper's rule when it is 0 (Sec. 4.1).
+
+        Raises:
+            VariantError: the data do not allow the study's variants (one message, per relation).
+        """
+        ft = self.study.finetune
+        return variants.check_size(self.train, ft.dataset_size, ft.min_dataset_size)
+
 
 def exemplar_pool(raw: pd.DataFrame) -> pd.DataFrame:
     """Dev questions with exactly one answer, of every relation (OOD ones included)."""
@@ -48,8 +69,19 @@ def exemplar_pool(raw: pd.DataFrame) -> pd.DataFrame:
     return dev.assign(answer=dev["answers"].map(lambda a: a[0]))[["relation", "question", "answer"]].reset_index(drop=True)
 
 
+def world_study(study: Study, seed: int) -> Study:
+    """The configuration of seed ``seed``'s world: the study's own for ``seed_scope: finetune``,
+    else with the world, pretraining and SliCK seeds shifted by ``seed``."""
+    if study.study.seed_scope != "world":
+        return study
+    return dataclasses.replace(
+        study, world=dataclasses.replace(study.world, world_seed=study.world.world_seed + seed),
+        pretrain=dataclasses.replace(study.pretrain, pretrain_seed=study.pretrain.pretrain_seed + seed),
+        slick=dataclasses.replace(study.slick, slick_seed=study.slick.slick_seed + seed))
+
+
 def prepare(study: Study) -> Prepared:
-    """Build (or load from the cache) the data, the model and the SliCK table."""
+    """Build (or load from the cache) one world's data, model and SliCK table."""
     s, seconds = study.study, {}
     if s.profile == "paper" and not (s.model and s.eq_dir):
         raise ConfigError(
@@ -63,7 +95,7 @@ def prepare(study: Study) -> Prepared:
     if s.eq_dir:
         # The real data: the same loader and the paper's preprocessing.  It has no
         # exposures column (nobody knows how often a real model saw a fact) and no
-        # world folder; describe() and provenance() handle both.
+        # world folder; the display functions handle both.
         raw = eq.load(s.eq_dir)
         facts = eq.preprocess(raw, verbose=False)
         world_dir = None
@@ -73,7 +105,7 @@ def prepare(study: Study) -> Prepared:
         facts = world.load(world_dir)
     seconds["data"] = time.time() - t
     t = time.time()
-    model_path = s.model or str(pretrain.build(study.world, study.pretrain, world.generate(study.world)))
+    model_path = s.model or str(pretrain.build(study.world, study.pretrain, world.facts(world_dir)))
     seconds["pretrain"] = time.time() - t
     t = time.time()
     exemplars = exemplar_pool(raw)
@@ -82,94 +114,77 @@ def prepare(study: Study) -> Prepared:
     return Prepared(study, model_path, table, exemplars, world_dir, seconds)
 
 
-def variant_size(prep: Prepared) -> int:
-    """|D|: the profile's ``dataset_size``, or the paper's rule when it is 0."""
-    return prep.study.finetune.dataset_size or variants.dataset_size(prep.train)
+def _device(study: Study) -> str:
+    # "auto" keeps the controlled world's small model on CPU (runs go side by side, one
+    # thread each); a real model goes to the GPU when there is one.
+    device = study.study.device
+    if device == "auto":
+        device = str(lm.resolve_device("auto")) if study.study.model else "cpu"
+    return device
 
 
-def run_variants(prep: Prepared, names: list[str], seeds: list[int] | None = None, **overrides) -> pd.DataFrame:
-    """Fine-tune on each named variant and seed (cached); return all epoch records.
+@dataclass
+class Setup:
+    """What a chapter works with: the study, one prepared world per seed, the runs it used."""
 
-    Args:
-        names: variant specs for :func:`newknowledge.variants.build`.
-        seeds: defaults to the study's ``seeds``.
-        overrides: fine-tuning config fields to change (e.g. ``ft_format``).
-    """
-    import dataclasses
+    study: Study
+    preps: dict[int, Prepared]  # seed -> its world (one shared object for seed_scope "finetune")
+    started: float = field(default_factory=time.time)
+    runs: list[Path] = field(default_factory=list)  # every fine-tuning run read so far (provenance)
 
-    cfg = dataclasses.replace(prep.study.finetune, **overrides)
-    size = variant_size(prep)
-    jobs = []
-    for seed in seeds if seeds is not None else prep.study.study.seeds:
-        for name in names:
-            data = variants.build(prep.train, name, size=size, seed=seed)
-            # "auto" keeps the controlled world's small model on CPU (runs go side by
-            # side, one thread each); a real model goes to the GPU when there is one.
-            device = prep.study.study.device
-            if device == "auto":
-                device = str(lm.resolve_device("auto")) if prep.study.study.model else "cpu"
-            jobs.append((finetune.RunSpec(prep.model_path, name, seed, cfg, device=device,
-                                          dtype=prep.study.study.dtype), data))
-    paths = finetune.run_all(jobs, prep.evals, workers=cfg.workers, executor=cfg.executor)
-    records = finetune.load_records(paths)
-    records.attrs["runs"] = [str(p) for p in paths]  # for the provenance cell
-    return records
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.preps)
 
+    @property
+    def prep(self) -> Prepared:
+        """The first seed's world (what chapter 1 shows question by question)."""
+        return self.preps[self.seeds[0]]
 
-def describe(prep: Prepared) -> pd.DataFrame:
-    """The data and the model in a few numbers (one row per quantity)."""
-    import json
+    def worlds(self) -> dict[int, Prepared]:
+        """The distinct worlds, by the first seed that uses each."""
+        out: dict[int, Prepared] = {}
+        for seed, prep in self.preps.items():
+            if all(prep is not p for p in out.values()):
+                out[seed] = prep
+        return out
 
-    t = prep.table
-    rows = [("relations (in-distribution / OOD)",
-             f"{t.loc[t.split != 'ood_test', 'relation'].nunique()} / {t.loc[t.split == 'ood_test', 'relation'].nunique()}")]
-    rows += [(f"{split} questions", f"{(t.split == split).sum():,}") for split in ("train", "dev", "test", "ood_test")]
-    if "exposures" in t:
-        ex = t.loc[t.split.isin(["train", "test", "ood_test"]), "exposures"]
-        rows += [("never-exposed facts (train/test)", f"{(ex == 0).mean():.0%}"),
-                 ("exposures of exposed facts: median / mean / max",
-                  f"{ex[ex > 0].median():.0f} / {ex[ex > 0].mean():.1f} / {ex.max()}")]
-    stats_file = Path(prep.model_path).parent / "stats.json"
-    if stats_file.exists():
-        st = json.loads(stats_file.read_text())
-        rows += [("model parameters", f"{st['parameters']:,}"), ("pretraining corpus (tokens)", f"{st['corpus_tokens']:,}"),
-                 ("pretraining tokens seen", f"{st['train_tokens']:,}"), ("final pretraining loss", f"{st['final_loss']:.2f}"),
-                 ("pretraining time (s, when built)", f"{st['seconds']:.0f}")]
-    else:
-        rows.append(("model", prep.model_path))
-    rows.append(("SliCK prompts per question (greedy + samples each)",
-                 f"{prep.study.slick.n_ex} x (1 + {prep.study.slick.n_samples}), estimator {prep.study.slick.estimator}"))
-    return pd.DataFrame(rows, columns=["quantity", "value"]).set_index("quantity")
+    def tables(self) -> pd.DataFrame:
+        """Every distinct world's SliCK table, with ``seed`` and ``example`` (the row's id in
+        its world's records) columns."""
+        return pd.concat([p.table.assign(seed=s, example=p.table.index) for s, p in self.worlds().items()],
+                         ignore_index=True)
 
+    def records(self, names: list[str], seeds: list[int] | None = None, **overrides) -> pd.DataFrame:
+        """Fine-tune on each named variant for each seed (cached); return every epoch record.
 
-def provenance(prep: Prepared, started: float, runs: list[Path] | None = None) -> pd.DataFrame:
-    """Closing cell of every chapter: parameters, run time and the cached artifacts used."""
-    import subprocess
+        Args:
+            names: variant specs for :func:`newknowledge.variants.build`.
+            seeds: defaults to every seed of the study.
+            overrides: fine-tuning config fields to change (e.g. ``ft_format``).
 
-    from . import __version__, store
-    from .config import config_hash
+        Returns:
+            The tidy records of :func:`newknowledge.finetune.load_records` (``variant``,
+            ``seed``, ``epoch``, ``split``, ``example``, ``category``, ``correct``, ...);
+            ``example`` ids are positions in that seed's world's evaluation table.
+        """
+        jobs = []
+        for seed in seeds if seeds is not None else self.seeds:
+            prep = self.preps[seed]
+            cfg = dataclasses.replace(prep.study.finetune, **overrides)
+            for name in names:
+                data = variants.build(prep.train, name, size=prep.size, seed=seed)
+                spec = finetune.RunSpec(prep.model_path, name, seed, cfg, device=_device(prep.study),
+                                        dtype=prep.study.study.dtype)
+                jobs.append((spec, data, prep.evals))
+        cfg = self.study.finetune
+        paths = finetune.run_all(jobs, workers=cfg.workers, executor=cfg.executor)
+        self.runs += [p for p in paths if p not in self.runs]
+        return finetune.load_records(paths)
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    root = store.artifacts_root()
-
-    def rel(p) -> str:
-        p = Path(p)
-        return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
-
-    rows = [("profile", prep.study.study.profile), ("parameters hash", config_hash(prep.study.params())),
-            ("package version / commit", f"{__version__} / {commit}"),
-            ("chapter run time (s)", f"{time.time() - started:.0f}"),
-            ("world", rel(prep.world_dir) if prep.world_dir else prep.study.study.eq_dir),
-            ("model", rel(prep.model_path))]
-    rows += [(f"stage time in this run: {k} (s)", f"{v:.0f}") for k, v in prep.seconds.items()]
-    if runs:
-        rows.append(("fine-tuning runs used", ", ".join(sorted({rel(p) for p in runs}))))
-    rows.append(("all parameters", ", ".join(f"{k}={v}" for k, v in prep.study.params().items())))
-    return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
+    def section4(self, seeds: list[int] | None = None, **overrides) -> pd.DataFrame:
+        """Records of every section-4 run: D with each share of Unknown, and D_Known (Sec. 4)."""
+        return self.records(section4_variants(self.study), seeds=seeds, **overrides)
 
 
 def section4_variants(study: Study) -> list[str]:
@@ -178,6 +193,29 @@ def section4_variants(study: Study) -> list[str]:
     return [f"unknown_{x}" for x in xs] + [f"known_{x}" for x in xs if 0 < x < 100]
 
 
-def section4(prep: Prepared, seeds: list[int] | None = None, **overrides) -> pd.DataFrame:
-    """Records of every section-4 run (the study's seeds unless given), with the study's config and ``overrides``."""
-    return run_variants(prep, section4_variants(prep.study), seeds=seeds, **overrides)
+def setup(study: Study) -> Setup:
+    """Prepare every seed's world (cached); worlds shared between seeds are prepared once."""
+    preps: dict[int, Prepared] = {}
+    by_config: dict[str, Prepared] = {}
+    for seed in study.study.seeds:
+        ws = world_study(study, seed)
+        key = repr((ws.world, ws.pretrain, ws.slick))
+        if key not in by_config:
+            by_config[key] = prepare(ws)
+        preps[seed] = by_config[key]
+    return Setup(study, preps)
+
+
+def start(namespace: dict) -> Setup:
+    """A chapter's one setup call: parameters from the notebook's globals, the book's plot style,
+    every seed's world prepared (cached).
+
+    Args:
+        namespace: the notebook's ``globals()`` right after its parameters cell; an
+            unknown or mistyped parameter fails here (papermill only warns).
+    """
+    from . import config, plots
+
+    study = config.from_namespace(namespace)
+    plots.use()
+    return setup(study)

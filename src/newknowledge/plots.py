@@ -1,13 +1,13 @@
 """The paper's figures from tidy tables: Fig. 1, 3a, 3b, 4, 5, Tables 1, 2 and 8, and plots of the data.
 
-Each function takes tidy DataFrames and an optional ``ax``, draws in :func:`style`, returns ``(fig, ax)``.
+Each function takes tidy DataFrames and an optional ``ax``, draws in the book's style (:func:`use`), returns ``(fig, ax)``.
 Accuracies are fractions in [0, 1], drawn in %. Several seeds (a ``seed`` column) give the mean and a t-based
 95% interval over seeds (:func:`newknowledge.stats.summarize_seeds`). Colours are fixed (colour-blind palette).
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import re
 import warnings
 from pathlib import Path
@@ -22,52 +22,49 @@ with warnings.catch_warnings():  # scienceplots 2.x calls style helpers deprecat
     warnings.simplefilter("ignore", DeprecationWarning)
     import scienceplots  # noqa: F401  (registers the "science" styles)
 
-from .stats import CATEGORIES, summarize_seeds
+from . import categories, paper
+from .categories import ABBREV, CATEGORIES
+from .stats import summarize_seeds
+from .tidy import require_columns
 
 PALETTE = tuple(sns.color_palette("colorblind"))
 CATEGORY_COLORS = dict(zip(CATEGORIES, (PALETTE[0], PALETTE[2], PALETTE[1], PALETTE[3])))  # blue green orange red
 GROUP_COLORS = {"Known": PALETTE[0], "Unknown": PALETTE[3]}  # Unknown as in CATEGORY_COLORS
 DURATION_COLORS = {"EARLY_STOP": PALETTE[2], "CONVERGENCE": PALETTE[4]}
-PAPER_SHARES = {"HighlyKnown": 24, "MaybeKnown": 23, "WeaklyKnown": 17, "Unknown": 36}  # % of EQ train
-EXPOSURE_BUCKETS = ("0", "1", "2", "3-4", "5-8", "9-16", "17+")
 SPLIT_ORDER = ("train", "dev", "test", "ood_test")
 WIDTH = 6.5  # inches: the page width of the book
-_ABBREV = {"HighlyKnown": "HK", "MaybeKnown": "MK", "WeaklyKnown": "WK", "Unknown": "Unk"}
 _RC = {"text.usetex": False, "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "axes.prop_cycle":
        mpl.cycler(color=PALETTE), "legend.fontsize": 9, "legend.title_fontsize": 9, "xtick.labelsize": 9,
        "ytick.labelsize": 9, "xtick.minor.visible": False, "ytick.minor.visible": False}  # no minor ticks on categories
 
 
 def use() -> None:
-    """Apply :func:`style` globally (notebooks: figures drawn inline get the same look)."""
+    """The book's look, applied globally: scienceplots' "science" + "no-latex" styles, readable font sizes.
+
+    The one style entry point: notebooks call it once (``pipeline.start`` does) and every plot
+    function calls it before drawing.  It restores nothing on purpose: restoring matplotlib's
+    settings after a figure (``rc_context``) switches off the inline backend's display of every
+    later figure in a notebook (measured: only the first figure of a chapter showed).
+    """
     plt.style.use(["science", "no-latex"])
     mpl.rcParams.update(_RC)
 
 
-@contextlib.contextmanager
-def style():
-    """The book's look: scienceplots' "science" + "no-latex" styles, readable font sizes.
-
-    A context manager or ``@style()`` decorator that applies :func:`use`
-    globally and restores nothing: restoring matplotlib's settings on exit
-    (``rc_context``) switches off the inline backend's display of every later
-    figure in a notebook (measured: only the first figure of a chapter showed).
-    """
-    use()
-    yield
+def _styled(draw):
+    """Decorator: apply :func:`use` before a plot function draws."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        use()
+        return draw(*args, **kwargs)
+    return wrapper
 
 
 def save(fig, path) -> Path:
     """Write ``fig`` as PNG at dpi 150 with a tight bounding box, creating parent folders; returns the path."""
     (path := Path(path)).parent.mkdir(parents=True, exist_ok=True)
-    with style():
-        fig.savefig(path, dpi=150, bbox_inches="tight", format="png")
+    use()
+    fig.savefig(path, dpi=150, bbox_inches="tight", format="png")
     return path
-
-
-def _require(df: pd.DataFrame, columns, name: str) -> None:
-    if missing := [c for c in columns if c not in df.columns]:
-        raise ValueError(f"{name} lacks column(s) {missing}; it has {list(df.columns)}")
 
 
 def _fig_ax(ax, height: float, width: float = WIDTH):
@@ -84,7 +81,7 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, legend: tuple | None = Non
 
 def _summary(df: pd.DataFrame, by: list[str], value: str, name: str) -> tuple[pd.DataFrame, str]:
     """Mean and 95% CI of ``value``, in %, per group of ``by``; a note on the seeds ("" for one)."""
-    _require(df, [*by, value], name)
+    require_columns(df, [*by, value], name)
     s = summarize_seeds(df, by, value)
     s[["mean", "ci_low", "ci_high"]] *= 100
     n = df["seed"].nunique() if "seed" in df.columns else 1
@@ -104,13 +101,6 @@ def _duration_key(name: str):  # EARLY_STOP, then "epoch k" by k, CONVERGENCE, a
 
 
 # Data: SliCK categories (Sec. 3)
-def _shares(table: pd.DataFrame, by: str) -> pd.DataFrame:  # % of each category per ``by``, and n
-    if extra := sorted(set(table["category"].dropna()) - set(CATEGORIES)):
-        raise ValueError(f"unknown categories {extra}; expected {CATEGORIES}")
-    counts = pd.crosstab(table[by], table["category"]).reindex(columns=list(CATEGORIES), fill_value=0)
-    return (counts.div(counts.sum(axis=1), axis=0) * 100).assign(n=counts.sum(axis=1))
-
-
 def _stacked_barh(ax, shares: pd.DataFrame, title: str) -> None:
     """Bars stacked by category; ``shares``: rows = bars (top first), columns CATEGORIES (%) and n (0: no label)."""
     y, left = np.arange(len(shares))[::-1], np.zeros(len(shares))
@@ -127,66 +117,44 @@ def _stacked_barh(ax, shares: pd.DataFrame, title: str) -> None:
     _finish(ax, "share of examples (%)", "", title, pad=22)
 
 
-@style()
-def category_distribution(table: pd.DataFrame, paper: dict | None = PAPER_SHARES, ax=None):
+@_styled
+def category_distribution(table: pd.DataFrame, paper_shares: dict | None = paper.CATEGORY_SHARES, ax=None):
     """Share (%) of each SliCK category per split, and the paper's ENTITYQUESTIONS train shares.
 
     Args:
         table: one row per example: ``split``, ``category``.
-        paper: category -> %, drawn as the bar "paper (EQ train)"; None to omit.
+        paper_shares: category -> %, drawn as the bar "paper (EQ train)"; None to omit.
     """
-    _require(table, ["split", "category"], "table")
-    shares = _shares(table, "split")
+    require_columns(table, ["split", "category"], "table")
+    shares = categories.shares(table, "split")
     shares = shares.loc[sorted(shares.index, key=lambda s: (*SPLIT_ORDER, s).index(s))]  # other splits last
-    if paper is not None:
-        shares = pd.concat([shares, pd.DataFrame([paper], index=["paper (EQ train)"])]).fillna(0)
+    if paper_shares is not None:
+        shares = pd.concat([shares, pd.DataFrame([paper_shares], index=["paper (EQ train)"])]).fillna(0)
     fig, ax = _fig_ax(ax, 0.45 * len(shares) + 1.4)
     _stacked_barh(ax, shares, "SliCK categories per split")
     return fig, ax
 
 
-@style()
+@_styled
 def category_by_relation(table: pd.DataFrame, ax=None):
     """Category shares (%) per relation, most Unknown at the bottom.
 
     Args:
         table: one row per example: ``relation``, ``category``, optionally ``split`` (then train rows only).
     """
-    _require(table, ["relation", "category"], "table")
+    require_columns(table, ["relation", "category"], "table")
     if "split" in table.columns:
         table = table[table["split"] == "train"]
-    shares = _shares(table, "relation").sort_values("Unknown")
+    shares = categories.shares(table, "relation").sort_values("Unknown")
     fig, ax = _fig_ax(ax, 0.3 * len(shares) + 1.4)
     _stacked_barh(ax, shares, "SliCK categories per relation (train)")
     return fig, ax
 
 
-def exposure_bucket(series: pd.Series) -> pd.Series:
-    """Exposure counts (>= 0) -> ordered categorical with categories 0, 1, 2, 3-4, 5-8, 9-16, 17+."""
-    x = pd.to_numeric(pd.Series(series), errors="raise")
-    if x.isna().any() or (x < 0).any():
-        raise ValueError("exposures must be non-negative numbers without NaN")
-    return pd.cut(x, [-0.5, 0.5, 1.5, 2.5, 4.5, 8.5, 16.5, np.inf], labels=list(EXPOSURE_BUCKETS), ordered=True)
-
-
-def exposure_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The matrix :func:`exposure_heatmap` draws: % of each category per exposure bucket.
-
-    Args:
-        table: one row per fact: ``exposures`` (int), ``category``.
-
-    Returns:
-        Index: the non-empty buckets, in order; columns: CATEGORIES (% of the row, sum 100) and ``n``.
-    """
-    _require(table, ["exposures", "category"], "table")
-    out = _shares(table.assign(bucket=exposure_bucket(table["exposures"])), "bucket").query("n > 0")
-    return out.set_axis(out.index.astype(str).rename("exposures"))
-
-
-@style()
+@_styled
 def exposure_heatmap(table: pd.DataFrame, ax=None):
     """Heat map of :func:`exposure_table` (same input): category mix per pre-training exposure bucket."""
-    data = exposure_table(table)
+    data = categories.exposure_table(table)
     fig, ax = _fig_ax(ax, 0.38 * len(data) + 1.6, width=6.0)
     cells = data[list(CATEGORIES)]
     sns.heatmap(cells, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=cells.map(lambda v: f"{v:.0f}%"), fmt="",
@@ -199,7 +167,7 @@ def exposure_heatmap(table: pd.DataFrame, ax=None):
 
 
 # Fine-tuning on Unknown examples (Sec. 4)
-@style()
+@_styled
 def accuracy_vs_unknown(acc: pd.DataFrame, ax=None, title: str = "Test accuracy vs % Unknown in D"):
     """Figure 3a: test accuracy (%) vs % Unknown, one line per training duration.
 
@@ -219,7 +187,7 @@ def accuracy_vs_unknown(acc: pd.DataFrame, ax=None, title: str = "Test accuracy 
     return fig, ax
 
 
-@style()
+@_styled
 def d_vs_dknown(acc: pd.DataFrame, ax=None):
     """Figure 3b: D (solid) vs D_Known (dashed), one colour per duration.
 
@@ -238,7 +206,7 @@ def d_vs_dknown(acc: pd.DataFrame, ax=None):
     return fig, ax
 
 
-@style()
+@_styled
 def training_curves(curves: pd.DataFrame, early_stop: float | None = None, ax=None):
     """Figure 1: accuracy (%) per epoch for each series, EARLY_STOP marked by a dotted line.
 
@@ -281,7 +249,7 @@ def _grouped_bars(ax, s: pd.DataFrame, x: str, hue: str, colors: dict, band: boo
     return containers
 
 
-@style()
+@_styled
 def fitted_at_early_stop(shares: pd.DataFrame, ax=None):
     """Figure 4: % of the Known and of the Unknown train examples fitted at EARLY_STOP, per variant.
 
@@ -297,7 +265,7 @@ def fitted_at_early_stop(shares: pd.DataFrame, ax=None):
     return fig, ax
 
 
-@style()
+@_styled
 def linear_fit(points: pd.DataFrame, result, ax=None):
     """Table 1's linear model: observed vs predicted test accuracy (%), one colour per variant.
 
@@ -305,7 +273,7 @@ def linear_fit(points: pd.DataFrame, result, ax=None):
         points: one row per run x epoch: ``acc`` (0-1), ``kn``, ``unk`` (fitted Known/Unknown / |D|), ``variant``.
         result: a :class:`newknowledge.stats.LinearModelResult`; the equation shows coefficients x 100.
     """
-    _require(points, ["acc", "kn", "unk", "variant"], "points")
+    require_columns(points, ["acc", "kn", "unk", "variant"], "points")
     pred = (100 * (result.b0 + result.b_kn * points["kn"] + result.b_unk * points["unk"])).to_numpy()
     obs = (100 * points["acc"]).to_numpy()
     variants = list(pd.unique(points["variant"]))
@@ -327,7 +295,7 @@ def linear_fit(points: pd.DataFrame, result, ax=None):
 
 
 # Knowledge types (Sec. 5), SliCK vs P(True) (Sec. 6), "I don't know" (Table 8)
-@style()
+@_styled
 def table2_heatmap(acc: pd.DataFrame, ax=None):
     """Table 2: an annotated heat map per duration, best per column bold; returns ``(fig, axes)``.
 
@@ -353,7 +321,7 @@ def table2_heatmap(acc: pd.DataFrame, ax=None):
         for text in a.texts:  # cell centres are at (col + 0.5, row + 0.5)
             if text.get_text() == f"{np.nanmax(wide.iloc[:, int(text.get_position()[0])]):.1f}":
                 text.set_fontweight("bold")
-        a.set_xticks(np.arange(len(subsets)) + 0.5, [_ABBREV.get(c, c) for c in subsets], rotation=0)
+        a.set_xticks(np.arange(len(subsets)) + 0.5, [ABBREV.get(c, c) for c in subsets], rotation=0)
         a.set_yticks(np.arange(len(variants)) + 0.5, variants if i == 0 else [], rotation=0)
         a.tick_params(which="both", top=False, right=False, length=0)
         _finish(a, "test subset", "fine-tuning variant" if i == 0 else "", d)
@@ -362,7 +330,7 @@ def table2_heatmap(acc: pd.DataFrame, ax=None):
     return fig, axes
 
 
-@style()
+@_styled
 def threshold_sweep(sweep: pd.DataFrame, slick_points: pd.DataFrame | None = None, ax=None):
     """Figure 5: accuracy after fine-tuning on the test examples labelled Unknown vs their share (%).
 
@@ -371,7 +339,7 @@ def threshold_sweep(sweep: pd.DataFrame, slick_points: pd.DataFrame | None = Non
             (0-1), optionally ``threshold`` and ``seed`` (seeds averaged per threshold if given, else per share).
         slick_points: optional ``label``, ``share``, ``accuracy``: one marker each.
     """
-    _require(sweep, ["method", "share", "accuracy"], "sweep")
+    require_columns(sweep, ["method", "share", "accuracy"], "sweep")
     key = "threshold" if "threshold" in sweep.columns else "share"  # shares differ between seeds
     s, note = _summary(sweep, ["method", key], "accuracy", "sweep")
     if key == "threshold":  # the mean share of each threshold
@@ -381,7 +349,7 @@ def threshold_sweep(sweep: pd.DataFrame, slick_points: pd.DataFrame | None = Non
         _line(ax, s[s["method"] == m].assign(share=lambda g: 100 * g["share"]), "share", bool(note), label=m,
               color=PALETTE[(i + 4) % len(PALETTE)], lw=1.8, marker=".", ms=6)
     if slick_points is not None:
-        _require(slick_points, ["label", "share", "accuracy"], "slick_points")
+        require_columns(slick_points, ["label", "share", "accuracy"], "slick_points")
         for marker, (_, r) in zip("o^sDvP*X" * 4, slick_points.iterrows()):
             ax.scatter(100 * r["share"], 100 * r["accuracy"], s=55, marker=marker, color=GROUP_COLORS["Unknown"],
                        edgecolors="black", linewidths=0.6, zorder=4, label=str(r["label"]))
@@ -390,14 +358,14 @@ def threshold_sweep(sweep: pd.DataFrame, slick_points: pd.DataFrame | None = Non
     return fig, ax
 
 
-@style()
+@_styled
 def idk_bars(table: pd.DataFrame, ax=None):
     """Table 8: accuracy on the answered questions and % answered, side by side, per variant and duration.
 
     Args:
         table: ``variant`` ("D", "D_IDK"), ``duration``, ``accuracy_answered``, ``answered`` (0-1), [``seed``].
     """
-    _require(table, ["variant", "duration", "accuracy_answered", "answered"], "table")
+    require_columns(table, ["variant", "duration", "accuracy_answered", "answered"], "table")
     t = table.assign(group=table["variant"].astype(str) + "\n" + table["duration"].astype(str),
                      **{"accuracy on answered": table["accuracy_answered"]})
     long = t.melt(id_vars=[c for c in ("group", "seed") if c in t.columns],

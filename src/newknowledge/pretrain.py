@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from . import store
+from . import prompts, store
 from .config import PretrainConfig, WorldConfig
+from .progress import tqdm
 from .world import RELATIONS
 
 EOS = "<|endoftext|>"
@@ -40,22 +40,13 @@ _FILLER = (
 )
 
 
-def qa_line(question: str, answer: str) -> str:
-    """The probe's line format, shared by the corpus and SliCK's prompts."""
-    return f"Q: {question} A: {answer}\n"
-
-
-def check_prompt(question: str, answer: str) -> str:
-    """A verification line without its verdict: the model's P(True) is read after it."""
-    return f"Check: {question} {answer}. Verdict:"
-
-
 def documents(facts: pd.DataFrame, cfg: PretrainConfig, rng: np.random.Generator) -> list[str]:
     """The pretraining corpus as a list of documents.
 
     Each exposure of a fact becomes a statement (probability
     ``statement_share``; statement documents hold 3-8 lines with filler) or a
-    Q/A line (same-relation documents of 2-6 lines).  In addition, with
+    Q/A line (same-relation documents of 2-6 lines) in one of the first
+    ``qa_templates`` of :data:`QA_TEMPLATES`, chosen at random per line.  In addition, with
     probability ``verify_share`` an exposure yields a verification line, true
     (the gold answer) or false (another answer of the relation) with equal odds,
     so the model can judge a proposed answer, which P(True) (Kadavath et al.,
@@ -72,11 +63,12 @@ def documents(facts: pd.DataFrame, cfg: PretrainConfig, rng: np.random.Generator
             if is_statement:
                 statements.append(forms[rng.integers(len(forms))].format(X=subj, Y=ans) + "\n")
             else:
-                qa.setdefault(rel, []).append(qa_line(q, ans))
+                template = int(rng.integers(cfg.qa_templates)) if cfg.qa_templates > 1 else 0
+                qa.setdefault(rel, []).append(prompts.probe_line(q, ans, prompts.QA_TEMPLATES[template]))
             if verifies:
                 other = [a for a in pools[rel] if a != ans]
                 shown = ans if true or not other else other[rng.integers(len(other))]
-                verify.setdefault(rel, []).append(f"{check_prompt(q, shown)} {'True' if shown == ans else 'False'}\n")
+                verify.setdefault(rel, []).append(prompts.check_line(q, shown, shown == ans))
     docs: list[str] = []
     rng.shuffle(statements)
     i = 0

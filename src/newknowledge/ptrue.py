@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import lm
-from .pretrain import check_prompt
+from .prompts import check_line, check_prompt
 
 
 def p_true(model, tokenizer, questions: list[str], answers: list[str], *, exemplars: pd.DataFrame | None = None,
@@ -38,10 +37,12 @@ def p_true(model, tokenizer, questions: list[str], answers: list[str], *, exempl
         for j, (q, a) in enumerate(zip(rows["question"], rows["answer"])):
             if j % 2:  # a false line: another exemplar's answer
                 a = exemplars["answer"].iloc[(rows.index[j] + 1) % len(exemplars)]
-                lines.append(f"{check_prompt(q, a)} {'True' if a == rows['answer'].iloc[j] else 'False'}\n")
+                lines.append(check_line(q, a, a == rows["answer"].iloc[j]))
             else:
-                lines.append(f"{check_prompt(q, a)} True\n")
+                lines.append(check_line(q, a, True))
         prefix = "".join(lines)
+    from . import lm
+
     prompts = [prefix + check_prompt(q, a) for q, a in zip(questions, answers)]
     true = lm.score(model, tokenizer, prompts, ["True"] * len(prompts), batch_size=batch_size).logprob
     false = lm.score(model, tokenizer, prompts, ["False"] * len(prompts), batch_size=batch_size).logprob
@@ -61,12 +62,12 @@ def compare_with_slick(test: pd.DataFrame, scores: np.ndarray, correct_after: np
         ``(sweep, points)``: ``sweep`` has ``method``, ``threshold`` (or N_ex), ``share``, ``accuracy``,
         ``n``; ``points`` has SliCK's Unknown at ``n_ex`` as ``label, share, accuracy``.
     """
-    from . import slick, stats
+    from . import categories, stats
 
     sweep = stats.threshold_sweep(scores, correct_after).assign(method="P(True) < threshold")
     rows = []
     for k in range(1, n_ex + 1):
-        unknown = (slick.categories_with(test, k, estimator, n_samples) == "Unknown").to_numpy()
+        unknown = (categories.categories_with(test, k, estimator, n_samples) == "Unknown").to_numpy()
         rows.append({"method": "SliCK Unknown, N_ex = 1..10", "threshold": k, "share": unknown.mean(),
                      "n": int(unknown.sum()), "accuracy": correct_after[unknown].mean() if unknown.any() else np.nan})
     slick_line = pd.DataFrame(rows)
@@ -81,23 +82,27 @@ def matched_threshold(scores: np.ndarray, share: float) -> float:
     return float(np.quantile(scores, share)) if 0 < share < 1 else (0.0 if share <= 0 else 1.0 + 1e-9)
 
 
-def score_test(prep, records: pd.DataFrame, device: str = "auto") -> pd.DataFrame:
+def score_test(prep, records: pd.DataFrame, seed: int, device: str = "auto") -> pd.DataFrame:
     """Test questions with P(True) of their gold answer and correctness after fine-tuning on D_Natural.
 
     Args:
-        prep: :class:`newknowledge.pipeline.Prepared`.
-        records: records of the ``natural`` runs; the first seed's EARLY_STOP model is used.
+        prep: the seed's world (:class:`newknowledge.pipeline.Prepared`); P(True) is read from its
+            pretrained model, before fine-tuning.
+        records: records of the ``natural`` runs; seed ``seed``'s EARLY_STOP model gives ``correct_after``.
 
     Returns:
-        The SliCK table's test rows plus ``p_true`` and ``correct_after``.
+        The SliCK table's test rows plus ``example`` (their id in the records), ``seed``, ``p_true``
+        and ``correct_after``.
     """
     from . import analysis
 
     test = prep.table[prep.table["split"] == "test"].copy()
-    seed = prep.study.study.seeds[0]
     at = analysis.at_stops(records[records["seed"] == seed], "test")
     after = at[at["duration"] == "EARLY_STOP"].set_index("example")["correct"]
     test["correct_after"] = after.reindex(test.index).astype(float).to_numpy()
+    test["example"], test["seed"] = test.index, seed
+    from . import lm
+
     model, tokenizer = lm.load(prep.model_path, device=device)
     test["p_true"] = p_true(model, tokenizer, test["question"].tolist(), test["answer"].tolist())
-    return test
+    return test.reset_index(drop=True)

@@ -25,6 +25,10 @@ Two estimators:
   probability at least one half.  It can differ from sampling where exact match
   accepts a string other than the gold's tokens (case, articles, punctuation),
   or where the gold string has other tokenizations the model could generate.
+
+:func:`categorize` is the one core: the book's :func:`run` (cached by config
+hash) and the practitioner's tool :func:`categorize_dataset` (any QA data set,
+resumable, see :mod:`newknowledge.slick_tool`) both call it.
 """
 
 from __future__ import annotations
@@ -35,25 +39,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import lm, store
+from .categories import category, exact_category, p_any
 from .config import SlickConfig
-from .metrics import CATEGORIES, KNOWN, exact_match
-from .pretrain import qa_line
-
-
-
-def category(p_greedy: float, p_sample: float) -> str:
-    """The paper's rule (Sec. 3, Figure 2a): category from P_correct(T=0) and P_correct(T>0)."""
-    if not (0.0 <= p_greedy <= 1.0 and 0.0 <= p_sample <= 1.0):
-        raise ValueError(f"P_correct values must lie in [0, 1], got {p_greedy!r}, {p_sample!r}")
-    if p_greedy == 1.0:
-        return "HighlyKnown"
-    if p_greedy > 0.0:
-        return "MaybeKnown"
-    return "WeaklyKnown" if p_sample > 0.0 else "Unknown"
-
+from .metrics import exact_match
+from .progress import tqdm
+from .prompts import PROBE, probe_prompt
 
 def exemplar_sets(exemplars: pd.DataFrame, relations, cfg: SlickConfig) -> dict[str, list[list[int]]]:
     """``n_ex`` random sets of ``k_shot`` exemplar row positions per relation.
@@ -75,12 +67,14 @@ def exemplar_sets(exemplars: pd.DataFrame, relations, cfg: SlickConfig) -> dict[
     return sets
 
 
-def prompts(table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig) -> pd.DataFrame:
+def prompts(table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig, *,
+            template: str = PROBE) -> pd.DataFrame:
     """All few-shot prompts: one row per (question, exemplar set).
 
     Args:
         table: questions to categorise (``relation``, ``question``, ``answer``).
         exemplars: dev rows (``relation``, ``question``, ``answer``).
+        template: the question line, ``{q}`` standing for the question (the book's ``Q: {q} A:``).
 
     Returns:
         Columns ``example`` (row position in ``table``), ``ex_set``, ``prompt``
@@ -95,23 +89,42 @@ def prompts(table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig) -> p
         for j, chosen in enumerate(sets[rel]):
             # k_shot + 1 were drawn: drop the question itself if present, else the spare.
             use = [e for e in chosen if ex_q[e] != q][: cfg.k_shot]
-            prefix = "".join(qa_line(ex_q[e], ex_a[e]) for e in use)
-            rows.append((i, j, prefix + f"Q: {q} A:", prefix))
+            rows.append((i, j, *probe_prompt(q, [(ex_q[e], ex_a[e]) for e in use], template)))
     return pd.DataFrame(rows, columns=["example", "ex_set", "prompt", "prefix"])
 
 
-def _p_any(p: np.ndarray, n_samples: int) -> float:
-    """Probability that at least one of ``n_samples`` draws per prompt is correct."""
-    return float(1.0 - np.prod((1.0 - np.clip(p, 0.0, 1.0)) ** n_samples))
+def chunk_bounds(n: int, chunk_size: int = 0) -> list[tuple[int, int]]:
+    """``(start, stop)`` row ranges of ``chunk_size`` questions (one chunk of all ``n`` when ``chunk_size`` <= 0)."""
+    step = chunk_size if chunk_size > 0 else max(n, 1)
+    return [(s, min(s + step, n)) for s in range(0, n, step)]
+
+
+def chunk_seed(cfg: SlickConfig, chunk: int) -> int:
+    """The sampling seed of chunk ``chunk``: ``slick_seed`` itself for the first (so a one-chunk run, the book's,
+    draws what it always drew), an independent stream derived from both for the others."""
+    return cfg.slick_seed if chunk == 0 else int(np.random.SeedSequence([cfg.slick_seed, chunk]).generate_state(1)[0])
 
 
 def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig,
-               *, desc: str = "SliCK", backend=lm) -> pd.DataFrame:
-    """Run SliCK on every row of ``table``.
+               *, desc: str = "SliCK", backend=lm, template: str = PROBE, chunk_size: int = 0, parts=None,
+               progress: bool = True) -> pd.DataFrame:
+    """Run SliCK on every row of ``table``, ``chunk_size`` questions at a time.
 
-    ``backend`` provides ``decode`` and ``score`` with the signatures of
-    :func:`newknowledge.lm.decode` and :func:`newknowledge.lm.score` (the
-    default); tests pass a scripted one whose answers they choose.
+    The exemplar sets are drawn once for the whole table and each chunk samples
+    from its own seeded stream (:func:`chunk_seed`), so a chunk's result does not
+    depend on whether the chunks before it ran in this call or an earlier one.
+
+    Args:
+        backend: provides ``decode`` and ``score`` with the signatures of
+            :func:`newknowledge.lm.decode` and :func:`newknowledge.lm.score` (the
+            default); tests pass a scripted one whose answers they choose.
+        template: the question line of every prompt (see :func:`prompts`).
+        chunk_size: questions per chunk; 0 = one chunk (the book).
+        parts: optional store of finished chunks, with ``start(batch) -> batch``
+            (a resumed run keeps its first batch size), ``done() -> set`` of chunk
+            numbers, ``save(chunk, table)`` and ``load(chunk)`` (see
+            :class:`newknowledge.slick_tool.Parts`); finished chunks are loaded, not run.
+        progress: show a progress bar (questions, questions/s, time left).
 
     Returns:
         ``table``'s columns plus ``p_greedy`` (P_correct(T=0)), ``p_sample``
@@ -121,11 +134,7 @@ def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, c
         samples include a correct one).
     """
     table = table.reset_index(drop=True)
-    pr = prompts(table, exemplars, cfg)
-    # Prompts that share a prefix (relation, exemplar set) side by side, so each chunk has one or two.
-    rel = table["relation"].to_numpy()[pr["example"].to_numpy()]
-    pr = pr.iloc[np.lexsort((pr["example"], pr["ex_set"], rel))].reset_index(drop=True)
-    golds = table["answer"].to_numpy()[pr["example"].to_numpy()].tolist()
+    pr = prompts(table, exemplars, cfg, template=template)
     batch = cfg.slick_batch
     if backend is lm:
         longest = _check_length(model, tokenizer, pr["prompt"].tolist(), cfg.max_new_tokens)
@@ -133,25 +142,57 @@ def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, c
             rows = 1 if cfg.estimator == "exact" else 1 + cfg.n_samples  # decode keeps a cache per row
             batch = max(1, lm.auto_batch_size(model, longest + cfg.max_new_tokens, default=64 * rows) // rows)
     batch = batch or 64  # a scripted backend with slick_batch 0
-    chunk = max(batch * 4, 256)  # progress granularity
+    bounds = chunk_bounds(len(table), chunk_size)
+    done = set()
+    if parts is not None:
+        batch, done = parts.start(batch), parts.done()
+    bar = tqdm(total=len(table), initial=sum(e - s for c, (s, e) in enumerate(bounds) if c in done), desc=desc,
+               unit="q", disable=not progress, smoothing=0.1)
+    out = []
+    example = pr["example"].to_numpy()
+    for c, (s, e) in enumerate(bounds):
+        if c not in done:
+            res = _chunk(model, tokenizer, table.iloc[s:e], pr[(example >= s) & (example < e)], cfg, backend,
+                         batch, chunk_seed(cfg, c), bar)
+            if parts is None:
+                out.append(res)
+                continue
+            parts.save(c, res)
+        out.append(parts.load(c))  # from disk also when just computed: a resumed run returns the same objects
+    bar.close()
+    return pd.concat(out, ignore_index=True) if len(out) != 1 else out[0]
+
+
+def _chunk(model, tokenizer, table: pd.DataFrame, pr: pd.DataFrame, cfg: SlickConfig, backend, batch: int,
+           seed: int, bar) -> pd.DataFrame:
+    """SliCK on one chunk of questions: ``table`` (its rows) and ``pr`` (their prompts, ``example`` = table index)."""
+    # Prompts that share a prefix (relation, exemplar set) side by side, so each pass has one or two.
+    rel = table["relation"].to_numpy()[pr["example"].to_numpy() - table.index[0]]
+    pr = pr.iloc[np.lexsort((pr["example"], pr["ex_set"], rel))].reset_index(drop=True)
+    golds = table.loc[pr["example"], "answer"].tolist()
+    step = max(batch * 4, 256)  # prompts per call (progress granularity)
     greedy_ok = np.zeros(len(pr))
     p_samp = np.zeros(len(pr))
     greedy_ans: list[str] = []
-    gen = torch.Generator(device=_device(model)).manual_seed(cfg.slick_seed)
-    for s in tqdm(range(0, len(pr), chunk), desc=desc, unit="chunk"):
-        ps, gs = pr["prompt"].iloc[s:s + chunk].tolist(), golds[s:s + chunk]
-        pre = pr["prefix"].iloc[s:s + chunk].tolist()
+    gen = torch.Generator(device=_device(model)).manual_seed(seed)
+    shown = 0  # questions' worth of prompts reported to the bar
+    for s in range(0, len(pr), step):
+        ps, gs = pr["prompt"].iloc[s:s + step].tolist(), golds[s:s + step]
+        pre = pr["prefix"].iloc[s:s + step].tolist()
         if cfg.estimator == "exact":
             sc = backend.score(model, tokenizer, ps, gs, temperature=cfg.temperature, top_k=cfg.top_k,
                                batch_size=batch, prefixes=pre)
-            greedy_ok[s:s + chunk], p_samp[s:s + chunk] = sc.greedy_correct, sc.p_sample
+            greedy_ok[s:s + step], p_samp[s:s + step] = sc.greedy_correct, sc.p_sample
         else:
             g, samples = backend.decode(model, tokenizer, ps, n_samples=cfg.n_samples, temperature=cfg.temperature,
                                    top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
                                    batch_size=batch * (1 + cfg.n_samples), generator=gen, prefixes=pre)
-            greedy_ok[s:s + chunk] = [exact_match(a, b) for a, b in zip(g, gs)]
-            p_samp[s:s + chunk] = [np.mean([exact_match(x, b) for x in xs]) for xs, b in zip(samples, gs)]
+            greedy_ok[s:s + step] = [exact_match(a, b) for a, b in zip(g, gs)]
+            p_samp[s:s + step] = [np.mean([exact_match(x, b) for x in xs]) for xs, b in zip(samples, gs)]
             greedy_ans += g
+        now = round(len(table) * min(s + step, len(pr)) / len(pr))
+        bar.update(now - shown)
+        shown = now
     pr = pr.assign(greedy_ok=greedy_ok, p_samp=p_samp)
     if greedy_ans:
         pr["greedy"] = greedy_ans
@@ -163,24 +204,13 @@ def categorize(model, tokenizer, table: pd.DataFrame, exemplars: pd.DataFrame, c
     out["prompt_greedy"] = by["greedy_ok"].apply(list).to_numpy()
     out["prompt_sample"] = by["p_samp"].apply(list).to_numpy()
     if cfg.estimator == "exact":
-        out["p_any"] = by["p_samp"].apply(lambda p: _p_any(p.to_numpy(), cfg.n_samples)).to_numpy()
-        weak = out["p_any"] >= 0.5
-        out["category"] = [category(g, 1.0 if w else 0.0) for g, w in zip(out["p_greedy"], weak)]
+        out["p_any"] = by["p_samp"].apply(lambda p: p_any(p.to_numpy(), cfg.n_samples)).to_numpy()
+        out["category"] = [exact_category(g, a) for g, a in zip(out["p_greedy"], out["p_any"])]
         out["greedy_answers"] = None
     else:
         out["category"] = [category(g, s) for g, s in zip(out["p_greedy"], out["p_sample"])]
         out["greedy_answers"] = by["greedy"].apply(list).to_numpy()
     return out
-
-
-def categories_with(table: pd.DataFrame, n_ex: int, estimator: str, n_samples: int = 16) -> pd.Series:
-    """Categories as SliCK with only the first ``n_ex`` exemplar sets would give them (paper App. J)."""
-    cats = []
-    for g, s in zip(table["prompt_greedy"], table["prompt_sample"]):
-        g, s = np.asarray(g[:n_ex], dtype=float), np.asarray(s[:n_ex], dtype=float)
-        p_sample = (1.0 if _p_any(s, n_samples) >= 0.5 else 0.0) if estimator == "exact" else s.mean()
-        cats.append(category(g.mean(), p_sample))
-    return pd.Series(cats, index=table.index)
 
 
 def _device(model) -> torch.device:
@@ -207,22 +237,35 @@ def _check_length(model, tokenizer, prompts_: list[str], max_new_tokens: int = 1
     return longest
 
 
-def check_answers(model, tokenizer, exemplars: pd.DataFrame, cfg: SlickConfig, n: int = 8, *, backend=lm) -> None:
+def check_answers(model, tokenizer, exemplars: pd.DataFrame, cfg: SlickConfig, n: int = 8, *, backend=lm,
+                  template: str = PROBE) -> None:
     """Fail early, with a clear message, when the model never produces an answer line.
 
     Greedy-decodes ``n`` few-shot prompts built from dev exemplars; if no answer
     is a non-empty line, SliCK would label everything Unknown for a reason that
     has nothing to do with knowledge.
     """
-    probe = prompts(exemplars.head(n), exemplars, dataclasses.replace(cfg, n_ex=1))
+    probe = prompts(exemplars.head(n), exemplars, dataclasses.replace(cfg, n_ex=1), template=template)
     greedy, _ = backend.decode(model, tokenizer, probe["prompt"].tolist(), max_new_tokens=cfg.max_new_tokens)
     if not any(g for g in greedy):
         raise lm.ModelError(
             "the model produced no answer line on any of "
             f"{len(greedy)} few-shot prompts (every answer empty, e.g. {greedy[:3]}); check that it was "
-            "pretrained on the Q:/A: line format, that lines end with a newline, and that max_new_tokens "
+            "pretrained on the Q:/A: line format (or pass a prompt template it answers), that lines end with a newline, and that max_new_tokens "
             f"({cfg.max_new_tokens}) is long enough"
         )
+
+
+def load_checked(model_path: str | Path, exemplars: pd.DataFrame, cfg: SlickConfig, *, device: str = "auto",
+                 dtype: str = "auto", template: str = PROBE):
+    """Load the model (:func:`newknowledge.lm.load`) and check that it answers few-shot prompts (:func:`check_answers`).
+
+    Returns:
+        ``(model, tokenizer)``.
+    """
+    model, tokenizer = lm.load(str(model_path), device=device, dtype=dtype)
+    check_answers(model, tokenizer, exemplars, cfg, template=template)
+    return model, tokenizer
 
 
 def run(model_path: str | Path, table: pd.DataFrame, exemplars: pd.DataFrame, cfg: SlickConfig,
@@ -238,8 +281,7 @@ def run(model_path: str | Path, table: pd.DataFrame, exemplars: pd.DataFrame, cf
            "questions": pd.util.hash_pandas_object(table[["relation", "question", "answer"]]).sum().item()}
     path = store.stage_dir("slick", key)
     if not store.is_done(path):
-        model, tokenizer = lm.load(str(model_path), device=device, dtype=dtype)
-        check_answers(model, tokenizer, exemplars, cfg)
+        model, tokenizer = load_checked(model_path, exemplars, cfg, device=device, dtype=dtype)
         with store.building(path, key) as tmp:
             categorize(model, tokenizer, table, exemplars, cfg).to_parquet(tmp / "slick.parquet")
     return pd.read_parquet(path / "slick.parquet")
@@ -266,3 +308,17 @@ def explain(model_path: str | Path, rows: pd.DataFrame, exemplars: pd.DataFrame,
         "greedy": greedy,
         "samples": [", ".join(f"{a} x{s.count(a)}" for a in dict.fromkeys(s)) for s in samples],
     })
+
+
+def __getattr__(name: str):
+    # The data-set tool lives in its own module (it imports this one); exposed here as slick.categorize_dataset.
+    if name == "categorize_dataset":
+        from .slick_tool import categorize_dataset
+        return categorize_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":  # python -m newknowledge.slick ...: the command of newknowledge.slick_tool
+    from newknowledge.slick_tool import main
+
+    raise SystemExit(main())

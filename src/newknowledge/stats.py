@@ -1,10 +1,9 @@
 """Statistics for the paper's tables and figures: pure functions, no I/O, no plotting.
 
-The linear model of Sec. 4.4 / Table 1 (:func:`fit_linear_model`); the chunked
-paired t-test of App. I behind Table 2 / Table 7 of Sec. 5
-(:func:`chunked_paired_ttest`, :func:`significance_table`, :func:`format_table2`,
-:func:`paired_duration_test`); the P(True) baseline of Sec. 6 / Fig. 5
-(:func:`threshold_sweep`); intervals over seeds and for proportions.
+The linear model of Sec. 4.4 / Table 1 (:func:`fit_linear_model`); the P(True)
+baseline of Sec. 6 / Fig. 5 (:func:`threshold_sweep`); intervals over seeds and
+for proportions.  The significance tests (App. I) are in
+:mod:`newknowledge.significance`.
 Categories: "HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown" (Known = the
 first three). Accuracies are fractions in [0, 1] throughout.
 """
@@ -12,22 +11,15 @@ first three). Accuracies are fractions in [0, 1] throughout.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import statsmodels.formula.api as smf
 from scipy import stats
-from .metrics import CATEGORIES, KNOWN  # noqa: F401  (re-exported)
+
+from .tidy import require_columns
 
 _TERMS = {"Intercept": "b0", "kn": "b_kn", "unk": "b_unk"}
-
-
-def _require_columns(df: pd.DataFrame, columns: Sequence[str], name: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name} lacks column(s) {missing}; it has {list(df.columns)}")
 
 
 # Linear model (Sec. 4.4, Table 1)
@@ -83,7 +75,9 @@ def fit_linear_model(points: pd.DataFrame, *, cluster: str | None = "run") -> Li
     Raises:
         ValueError: a required column missing or with NaN, or fewer than 4 points.
     """
-    _require_columns(points, ["acc", "kn", "unk"], "points")
+    import statsmodels.formula.api as smf  # imported here: loading it takes seconds
+
+    require_columns(points, ["acc", "kn", "unk"], "points")
     if len(points) < 4:
         raise ValueError(f"the linear model needs at least 4 points, got {len(points)}")
     data = points.reset_index(drop=True)
@@ -105,171 +99,6 @@ def fit_linear_model(points: pd.DataFrame, *, cluster: str | None = "run") -> Li
     ci = {name: (float(conf.loc[term, 0]), float(conf.loc[term, 1])) for term, name in _TERMS.items()}
     return LinearModelResult(**est, ci=ci, r2=float(res.rsquared), n=int(res.nobs),
                              n_clusters=n_clusters, summary=summary)
-
-
-# Chunked paired t-test (App. I) and Table 2
-def _correct_matrix(correct: pd.DataFrame) -> tuple[list, np.ndarray]:
-    """Models in order of appearance and a 0/1 matrix of shape (n_examples, n_models)."""
-    _require_columns(correct, ["model", "example", "correct"], "correct")
-    if correct.empty or correct.duplicated(["model", "example"]).any():
-        raise ValueError("correct is empty or has duplicated (model, example) rows")
-    values = correct["correct"].astype(float)
-    if not values.isin([0.0, 1.0]).all():
-        raise ValueError("correct['correct'] must be boolean or 0/1")
-    models = list(pd.unique(correct["model"]))
-    sets = correct.groupby("model", sort=False)["example"].agg(frozenset)
-    for m in models[1:]:
-        if sets[m] != sets[models[0]]:
-            raise ValueError(f"model {m!r} does not have the same example set as model {models[0]!r}")
-    # sorted ids make the result independent of the row order of the input
-    examples = pd.Index(sorted(sets[models[0]]))
-    wide = correct.assign(correct=values).pivot(index="example", columns="model", values="correct")
-    return models, wide.loc[examples, models].to_numpy()
-
-
-def _chunk_accuracies(matrix: np.ndarray, n_chunks: int, seed: int) -> np.ndarray:
-    """Per-chunk accuracy, shape (n_used_chunks, n_models), n_used = max(2, min(n_chunks, n // 2))."""
-    n_used = max(2, min(n_chunks, matrix.shape[0] // 2))
-    order = np.random.default_rng(seed).permutation(matrix.shape[0])
-    return np.stack([matrix[idx].mean(axis=0) for idx in np.array_split(order, n_used)])
-
-
-def _paired_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided paired t-test p-value; identical chunk accuracies give 1.0 (scipy gives NaN)."""
-    with warnings.catch_warnings():  # scipy warns on (near-)constant differences
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p = stats.ttest_rel(a, b).pvalue
-    return 1.0 if np.isnan(p) else float(p)
-
-
-def chunked_paired_ttest(correct: pd.DataFrame, *, n_chunks: int = 100, seed: int = 0) -> pd.DataFrame:
-    """Paired t-test of every model against the best one on chunk accuracies (App. I).
-
-    Examples (sorted by id) are shuffled with ``np.random.default_rng(seed)`` and
-    split by ``np.array_split`` into ``max(2, min(n_chunks, n_examples // 2))``
-    near-equal chunks (small subsets get chunks of >= 2 examples). The best model
-    has the highest overall accuracy (ties: the first to appear); each other
-    model's chunk accuracies are compared with its by ``scipy.stats.ttest_rel``.
-    Chunk accuracies identical to the best's (scipy: NaN) give p = 1.0. With
-    fewer than 2 examples there is no test: n_chunks 0, every p-value NaN.
-
-    Args:
-        correct: one row per (model, example): ``model``, ``example`` (id),
-            ``correct`` (bool or 0/1); every model has the same example set.
-        n_chunks: number of chunks for large sets (100 in the paper).
-        seed: seed of the shuffle.
-
-    Returns:
-        One row per model (order of appearance): model, accuracy, n_examples,
-        n_chunks, is_best, p_value (NaN for the best), significant_05 (p < 0.05),
-        significant_01 (p < 0.01).
-
-    Raises:
-        ValueError: missing columns, non-0/1 values, duplicated rows, or a model
-            whose example set differs from the first model's (named).
-    """
-    if n_chunks < 2:
-        raise ValueError(f"n_chunks must be at least 2, got {n_chunks}")
-    models, matrix = _correct_matrix(correct)
-    n_ex = matrix.shape[0]
-    accuracy = matrix.mean(axis=0)
-    best = int(np.argmax(accuracy))  # argmax returns the first maximum
-    if n_ex >= 2:
-        chunks = _chunk_accuracies(matrix, n_chunks, seed)  # (n_used, n_models)
-        used, ref = chunks.shape[0], chunks[:, best]
-        p = [np.nan if j == best else _paired_p(chunks[:, j], ref) for j in range(len(models))]
-    else:
-        used, p = 0, [np.nan] * len(models)
-    p = np.asarray(p, dtype=float)
-    return pd.DataFrame({  # NaN p-values compare False below
-        "model": models, "accuracy": accuracy, "n_examples": n_ex, "n_chunks": used,
-        "is_best": np.arange(len(models)) == best, "p_value": p,
-        "significant_05": p < 0.05, "significant_01": p < 0.01})
-
-
-def significance_table(correct: pd.DataFrame, *, subset_col: str = "subset", all_label: str | None = "All",
-                       n_chunks: int = 100, seed: int = 0) -> pd.DataFrame:
-    """:func:`chunked_paired_ttest` for each test subset (Table 2 columns).
-
-    Args:
-        correct: ``model``, ``example``, ``correct`` and ``subset_col`` (e.g. the
-            SliCK category of each test example).
-        subset_col: name of the subset column.
-        all_label: if not None, the whole test set is tested first under this
-            name, which must not already be a value of ``subset_col``.
-        n_chunks, seed: as in :func:`chunked_paired_ttest`.
-
-    Returns:
-        :func:`chunked_paired_ttest`'s rows for every subset with a first column
-        ``subset``; subsets in order of appearance (``all_label`` first).
-    """
-    _require_columns(correct, [subset_col], "correct")
-    if all_label is not None and (correct[subset_col] == all_label).any():
-        raise ValueError(f"{subset_col!r} already contains {all_label!r}; pass all_label=None")
-    parts = [] if all_label is None else [(all_label, correct)]
-    parts += list(correct.groupby(subset_col, sort=False))
-    tables = [chunked_paired_ttest(g, n_chunks=n_chunks, seed=seed).assign(subset=name) for name, g in parts]
-    out = pd.concat(tables, ignore_index=True)
-    return out[["subset"] + [c for c in out.columns if c != "subset"]]
-
-
-def format_table2(sig: pd.DataFrame, *, decimals: int = 1) -> pd.DataFrame:
-    """Table 2 in the paper's style from a :func:`significance_table` result.
-
-    Cells hold accuracy x 100. The best model of each column and every model not
-    significantly worse (p >= 0.05) are bold (``**43.6**``); the others get the
-    significance level against the best (paper Table 7) as a marker: ``†`` for
-    0.01 <= p < 0.05, ``‡`` for p < 0.01. A model absent from a subset gets "".
-
-    Args:
-        sig: columns ``subset``, ``model``, ``accuracy``, ``p_value``.
-        decimals: decimals of the percentage.
-
-    Returns:
-        Strings; rows = models, columns = subsets, both in order of appearance.
-    """
-    _require_columns(sig, ["subset", "model", "accuracy", "p_value"], "sig")
-
-    def cell(row: pd.Series) -> str:
-        text = f"{100 * row['accuracy']:.{decimals}f}"
-        p = row["p_value"]
-        if np.isnan(p) or p >= 0.05:
-            return f"**{text}**"
-        return text + ("‡" if p < 0.01 else "†")
-
-    cells = sig.assign(cell=sig.apply(cell, axis=1))
-    wide = cells.pivot(index="model", columns="subset", values="cell")
-    wide = wide.reindex(index=pd.unique(sig["model"]), columns=pd.unique(sig["subset"])).fillna("")
-    wide.index.name, wide.columns.name = "model", None
-    return wide
-
-
-def paired_duration_test(es: pd.DataFrame, conv: pd.DataFrame, *, n_chunks: int = 100,
-                         seed: int = 0) -> dict[str, float]:
-    """EARLY_STOP against CONVERGENCE for one variant, chunked paired t-test.
-
-    Args:
-        es: test results at EARLY_STOP, columns ``example``, ``correct``.
-        conv: test results at CONVERGENCE on the same examples.
-        n_chunks, seed: as in :func:`chunked_paired_ttest`.
-
-    Returns:
-        dict: acc_es, acc_conv, diff (acc_conv - acc_es, < 0 when longer training
-        hurts), p_value (two-sided; NaN with < 2 examples), n_chunks (used).
-    """
-    for name, df in (("es", es), ("conv", conv)):
-        _require_columns(df, ["example", "correct"], name)
-    both = pd.concat([es[["example", "correct"]].assign(model="EARLY_STOP"),
-                      conv[["example", "correct"]].assign(model="CONVERGENCE")], ignore_index=True)
-    _, matrix = _correct_matrix(both)
-    acc_es, acc_conv = matrix.mean(axis=0)
-    if matrix.shape[0] >= 2:
-        chunks = _chunk_accuracies(matrix, n_chunks, seed)
-        used, p = chunks.shape[0], _paired_p(chunks[:, 0], chunks[:, 1])
-    else:
-        used, p = 0, np.nan
-    return {"acc_es": float(acc_es), "acc_conv": float(acc_conv), "diff": float(acc_conv - acc_es),
-            "p_value": p, "n_chunks": used}
 
 
 # Intervals
@@ -295,7 +124,7 @@ def summarize_seeds(df: pd.DataFrame, by: list[str], value: str, *, confidence: 
     Returns:
         DataFrame with columns ``by`` + mean, ci_low, ci_high, n.
     """
-    _require_columns(df, [*by, value], "df")
+    require_columns(df, [*by, value], "df")
     rows = []
     for key, g in df.groupby(by, sort=False):
         key = key if isinstance(key, tuple) else (key,)

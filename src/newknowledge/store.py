@@ -14,12 +14,20 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import REPO_ROOT, config_hash
+from .config import checkout_root, config_hash
 
 
 def artifacts_root() -> Path:
-    """``$NEWKNOWLEDGE_ARTIFACTS`` or ``<repo>/artifacts``."""
-    return Path(os.environ.get("NEWKNOWLEDGE_ARTIFACTS", REPO_ROOT / "artifacts"))
+    """Where models and runs are cached.
+
+    ``$NEWKNOWLEDGE_ARTIFACTS`` when set; else ``artifacts/`` in the source
+    checkout (an editable install: the same folder from any notebook or
+    working directory); else, for an installed package, ``artifacts/`` in the
+    current directory.
+    """
+    if os.environ.get("NEWKNOWLEDGE_ARTIFACTS"):
+        return Path(os.environ["NEWKNOWLEDGE_ARTIFACTS"])
+    return (checkout_root() or Path.cwd()) / "artifacts"
 
 
 def stage_dir(stage: str, config: dict[str, Any]) -> Path:

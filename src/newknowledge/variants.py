@@ -30,7 +30,10 @@ from fractions import Fraction
 
 import numpy as np
 import pandas as pd
-from .metrics import CATEGORIES, KNOWN  # noqa: F401  (re-exported)
+
+from .categories import CATEGORIES, KNOWN
+from .prompts import IDK
+from .tidy import TableError, require_columns
 
 REQUIRED_COLUMNS = ("relation", "question", "answer", "category")
 VALID_SPECS = ("unknown_<X>", "known_<X>", "idk_<X>", *CATEGORIES, "natural")
@@ -42,9 +45,10 @@ class VariantError(ValueError):
 
 
 def _check(categorized: pd.DataFrame) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in categorized.columns]
-    if missing:
-        raise VariantError(f"categorised table lacks column(s): {', '.join(missing)}")
+    try:
+        require_columns(categorized, REQUIRED_COLUMNS, "categorised table")
+    except TableError as err:
+        raise VariantError(str(err)) from None
     bad = sorted(set(categorized["category"]) - set(CATEGORIES))
     if bad:
         raise VariantError(f"unknown category value(s) {bad}; expected one of {CATEGORIES}")
@@ -95,6 +99,46 @@ def relation_quotas(categorized: pd.DataFrame, size: int | None = None) -> dict[
     if sum(base.values()) == 0 and size > 0:
         raise VariantError("every relation lacks some category, so |D| = 0")
     return _largest_remainder({r: Fraction(q) for r, q in base.items()}, int(size))
+
+
+# Below this |D| the study's comparisons lose their meaning: a 50% Unknown variant would hold fewer
+# than 50 Unknown examples, so fitted shares move in steps of more than 2 points.
+MIN_SIZE = 100
+
+
+def check_size(categorized: pd.DataFrame, requested: int = 0, minimum: int = MIN_SIZE) -> int:
+    """|D| for the fine-tuning variants, or one clear error saying what the data allow (Sec. 4.1).
+
+    Args:
+        categorized: categorised train table.
+        requested: ``dataset_size`` (0 = the paper's rule, :func:`dataset_size`).
+        minimum: the smallest |D| the study accepts.
+
+    Returns:
+        |D|.
+
+    Raises:
+        VariantError: |D| by the rule is below ``minimum`` (one line per relation lacking a
+            category, with its counts), or ``requested`` exceeds what the categories hold; the message
+            names the fixes (``dataset_size``, dropping a relation, a model that knows more).
+    """
+    counts = summary(categorized).drop(index="total")
+    rule = int(counts[list(CATEGORIES)].min(axis=1).sum())
+    fixes = ("Fixes: set dataset_size to a size the categories hold (at most the rule's |D|), drop the "
+             "relations that lack a category from the data (eq_dir) or use a model that knows more of "
+             "them (a larger or better-trained model); the per-relation table is chapter 1's.")
+    if requested == 0 and rule < minimum:
+        lines = [f"  relation {r}: " + ", ".join(f"{c} {int(row[c])}" for c in CATEGORIES)
+                 + (f"  <- no {', '.join(c for c in CATEGORIES if row[c] == 0)}" if (row[list(CATEGORIES)] == 0).any()
+                    else "")
+                 for r, row in counts.iterrows()]
+        raise VariantError(f"|D| by the paper's rule (the sum over relations of the smallest category) is {rule}, "
+                           f"below the {minimum} the study needs:\n" + "\n".join(lines) + "\n" + fixes)
+    if requested > rule:
+        raise VariantError(f"dataset_size {requested} exceeds what every category can supply: the rule gives "
+                           f"|D| = {rule}, so a single-category variant cannot hold {requested} examples with the "
+                           f"relation mix kept. " + fixes)
+    return requested or rule
 
 
 def dataset_size(categorized: pd.DataFrame) -> int:
@@ -229,7 +273,7 @@ def natural(categorized: pd.DataFrame, size: int | None = None, seed: int = 0) -
     return _finish(_sample(categorized, plan, np.random.default_rng(seed)), "natural")
 
 
-def relabel_idk(variant: pd.DataFrame, text: str = "I don't know") -> pd.DataFrame:
+def relabel_idk(variant: pd.DataFrame, text: str = IDK) -> pd.DataFrame:
     """D_IDK: the Unknown rows' answers replaced by ``text`` (App. K).
 
     Args:

@@ -111,7 +111,9 @@ def generate(cfg: WorldConfig) -> pd.DataFrame:
 
     Returns:
         One row per fact: ``split`` (train/dev/test for the 12 in-distribution
-        relations, test for the 7 OOD ones, as in the data set's own files),
+        relations, test for the 7 OOD ones, as in the data set's own files;
+        the OOD relations also get dev facts, the few-shot exemplars of their
+        test questions),
         ``relation``, ``subject``, ``answer``, ``question``, ``exposures``.
         Every subject is unique, so no subject is shared between splits.
     """
@@ -128,9 +130,9 @@ def generate(cfg: WorldConfig) -> pd.DataFrame:
             sizes = {"dev": cfg.n_dev, "test": cfg.n_ood_test}  # dev: exemplars only
         for split, n in sizes.items():
             answers = rng.choice(len(pool), size=n, p=weights)
-            if split == "dev":
+            if split == "dev" and cfg.dev_exposures == "uniform":  # the old dev: well-known exemplars only
                 counts = rng.integers(cfg.dev_min_exposures, cfg.dev_max_exposures + 1, size=n)
-            else:
+            else:  # the paper's dev is drawn like train and test: the same exposure law
                 counts = exposures(n, cfg, rng)
             for a, c in zip(answers, counts):
                 subject = _unique(lambda: _subject(relation, rng), used)
@@ -157,6 +159,18 @@ def build(cfg: WorldConfig) -> Path:
         with store.building(path, config) as tmp:
             write(generate(cfg), tmp)
     return path
+
+
+def facts(folder: Path) -> pd.DataFrame:
+    """Every fact of a stored world, in :func:`generate`'s order and columns (dev included).
+
+    Read back from ``exposures.csv`` (the questions rebuilt from the relation
+    templates), so pretraining gets the world without generating it again.
+    """
+    table = pd.read_csv(Path(folder) / "exposures.csv", keep_default_na=False,
+                        dtype={"split": str, "relation": str, "subject": str, "answer": str, "exposures": int})
+    table["question"] = [eq.TEMPLATES[r].replace("[X]", s) for r, s in zip(table["relation"], table["subject"])]
+    return table[["split", "relation", "subject", "answer", "question", "exposures"]]
 
 
 def load(folder: Path) -> pd.DataFrame:

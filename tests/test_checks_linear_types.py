@@ -1,0 +1,130 @@
+"""Chapter 4's and 5's checks (findings 4, 5 and 6's Table 2 part) on hand-built inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from newknowledge import analysis
+from newknowledge.chapters import knowledge_types as types
+from newknowledge.chapters import linear
+from newknowledge.stats import LinearModelResult
+from records import N, TEST_CATS, lower, ones, raise_, records, run
+
+
+def _fit(b_kn, b_unk, r2, kn_ci=None, unk_ci=None):
+    ci = {"b0": (0.3, 0.4), "b_kn": kn_ci or (b_kn - 0.02, b_kn + 0.02), "b_unk": unk_ci or (b_unk - 0.02, b_unk + 0.02)}
+    return LinearModelResult(0.35, b_kn, b_unk, ci, r2, 100, 8, "")
+
+
+def test_linear_signs_hold_and_fail():
+    assert linear.signs(_fit(0.07, -0.08, 0.9), "in-distribution").holds
+    assert linear.signs(_fit(0.07, -0.08, 0.9, kn_ci=(-0.01, 0.15)), "in-distribution").holds is False
+    assert linear.signs(_fit(0.07, 0.01, 0.9), "OOD").holds is False
+
+
+def test_linear_about_as_much_holds_and_fails():
+    assert linear.about_as_much(_fit(0.073, -0.083, 0.9), "in-distribution").holds
+    assert linear.about_as_much(_fit(0.02, -0.11, 0.9), "in-distribution").holds is False  # 5.5x
+    assert linear.about_as_much(_fit(-0.01, -0.01, 0.9), "in-distribution").holds is False  # b_kn <= 0
+
+
+def test_linear_r2_holds_and_fails():
+    assert linear.explains_variance(_fit(0.07, -0.08, 0.86), "in-distribution").holds
+    assert linear.explains_variance(_fit(0.07, -0.08, 0.5), "in-distribution").holds is False
+
+
+def test_linear_contrast_checks_are_beyond_the_paper():
+    cs = linear.checks(_fit(0.07, -0.08, 0.9), _fit(0.03, -0.03, 0.95), kind="beyond", label=" (qa format)")
+    assert all(c.kind == "beyond" and c.finding is None and "qa format" in c.claim for c in cs)
+
+
+def test_linear_points_include_d_known_runs_and_scale_by_full_size():
+    rec = records(run("unknown_50", test_es=ones(0.5), test_conv=ones(0.4)),
+                  run("known_50", test_es=ones(0.5), test_conv=ones(0.5), n_unknown=0))
+    pts = analysis.linear_points(rec, {0: 40})
+    assert set(pts["variant"]) == {"unknown_50", "known_50"} and pts["epoch"].min() == 1
+    k = pts[(pts["variant"] == "known_50") & (pts["epoch"] == 5)]
+    assert k["kn"].item() == 0.5 and k["unk"].item() == 0.0  # 20 Known fitted of |D| = 40
+
+
+# ------------------------------------------------------------------ Table 2
+HK, MK = TEST_CATS == "HighlyKnown", TEST_CATS == "MaybeKnown"
+
+
+def _t2(mk_es=None, mk_conv=None, hk=None, natural_conv=None, collapse=True):
+    """Five Table 2 runs on 400 test questions (a quarter per category)."""
+    base = ones(0.5)
+    mk_es = base if mk_es is None else mk_es
+    drop = np.where(HK | MK, lower(base, 80, seed=4), base) if collapse else base
+    runs = [run("HighlyKnown", test_es=hk if hk is not None else lower(base, 40), test_conv=hk if hk is not None
+                else lower(base, 40)),
+            run("MaybeKnown", test_es=mk_es, test_conv=mk_es if mk_conv is None else mk_conv),
+            run("WeaklyKnown", test_es=base, test_conv=drop),
+            run("Unknown", test_es=base, test_conv=drop),
+            run("natural", test_es=base, test_conv=lower(base, 30) if natural_conv is None else natural_conv)]
+    return records(*runs)
+
+
+def _hk_run_on_mk(k):
+    """D_HighlyKnown's answers: D_MaybeKnown's with k MaybeKnown questions wrong."""
+    base = ones(0.5)
+    out = base.copy()
+    idx = np.flatnonzero(MK & (base == 1))[:k]
+    out[idx] = 0
+    return out
+
+
+def test_maybeknown_best_holds_and_fails():
+    rec = _t2()
+    assert types.maybeknown_best(types.significance_tables(rec), "EARLY_STOP").holds
+    worse = _t2(mk_es=lower(ones(0.5), 60), hk=ones(0.5))
+    assert types.maybeknown_best(types.significance_tables(worse), "EARLY_STOP").holds is False
+
+
+def test_highlyknown_below_best_holds_and_fails():
+    rec = _t2(hk=lower(ones(0.5), 50))
+    assert types.highlyknown_below_best(rec, types.significance_tables(rec)).holds
+    same = _t2(hk=ones(0.5))
+    assert types.highlyknown_below_best(same, types.significance_tables(same)).holds is False
+
+
+def test_maybeknown_above_highlyknown_on_maybeknown_questions():
+    assert types.maybeknown_above_highlyknown(_t2(hk=_hk_run_on_mk(30))).holds
+    assert types.maybeknown_above_highlyknown(_t2(hk=ones(0.5))).holds is False
+
+
+def test_natural_below_maybeknown_at_convergence():
+    assert types.natural_below_maybeknown(_t2()).holds
+    assert types.natural_below_maybeknown(_t2(natural_conv=ones(0.5))).holds is False
+
+
+def test_collapse_on_highly_and_maybe_known_questions():
+    assert types.collapse(_t2()).holds
+    assert types.collapse(_t2(collapse=False)).holds is False
+    # A drop spread evenly over the categories is not "mostly on HK and MK".
+    keep = _t2()
+    keep = keep[~keep["variant"].isin(["WeaklyKnown", "Unknown"])]
+    even = records(keep, run("WeaklyKnown", test_es=ones(0.5), test_conv=lower(ones(0.5), 80)),
+                   run("Unknown", test_es=ones(0.5), test_conv=lower(ones(0.5), 80)))
+    assert types.collapse(even).holds is False
+
+
+def test_unknown_near_zero_holds_and_fails():
+    base = ones(0.5)
+    low = np.where(TEST_CATS == "Unknown", 0, base)
+    rec = records(*[run(v, test_es=low, test_conv=low) for v in analysis.TABLE2_VARIANTS])
+    assert types.unknown_near_zero(analysis.table2_long(rec)).holds
+    high = np.where(TEST_CATS == "Unknown", raise_(np.zeros(N), 40), base)
+    rec = records(*[run(v, test_es=high, test_conv=high) for v in analysis.TABLE2_VARIANTS])
+    assert types.unknown_near_zero(analysis.table2_long(rec)).holds is False
+
+
+def test_table2_long_and_correctness_at():
+    rec = _t2()
+    t2 = analysis.table2_long(rec)
+    assert set(t2["variant"]) == set(analysis.TABLE2_VARIANTS.values())
+    row = t2[(t2["variant"] == "D_MaybeKnown") & (t2["duration"] == "EARLY_STOP") & (t2["subset"] == "All")]
+    assert row["accuracy"].item() == 0.5 and row["n"].item() == N
+    c = analysis.correctness_at(rec, "CONVERGENCE", 0)
+    assert list(pd.unique(c["model"])) == list(analysis.TABLE2_VARIANTS.values()) and len(c) == 5 * N
