@@ -225,10 +225,14 @@ def _drop(x: torch.Tensor, drop: list | None, site: int) -> torch.Tensor:
 class Dropout:
     """Dropout masks that depend on nothing but the run: reproducible, resumable, independent of the group.
 
-    Each run draws from its own generator, seeded by (seed, epoch), for its own
+    Each run draws from its own generator, seeded by (seed, epoch) as the
+    per-run path seeds torch's (App. E's dropout, ``ft_dropout``), for its own
     batch's shape (its rows and width), and the masks are then padded to the
     group's shape; so a run's masks do not change with its companions, and an
-    epoch replayed after a resume draws the same ones.
+    epoch replayed after a resume draws the same ones.  They are not the masks
+    Hugging Face's dropout layers draw on the per-run path (other sites' order,
+    attention dropout outside the fused kernel), so with dropout the two paths
+    agree in distribution only, as two dropout seeds do.
     """
 
     def __init__(self, p: float, runs: list[int], seeds: list[int], epochs: list[int]):
