@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from newknowledge import analysis, checks, config, finetune, lm, pipeline, prompts, slick
+from newknowledge import analysis, categories, config, finetune, lm, pipeline, prompts, slick
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -99,7 +99,7 @@ def exemplar_check(prep: pipeline.Prepared, min_exposures: int = 15) -> dict:
     out = {"exemplars_well_known_per_relation": int(well.groupby("relation").size().min()),
            "p_greedy_dev_exemplars": float(test["p_greedy"].mean()), "p_greedy_well_exemplars": float(alt["p_greedy"].mean()),
            "category_agreement": float((alt["category"].to_numpy() == base).mean())}
-    for c in slick.CATEGORIES:
+    for c in categories.CATEGORIES:
         out[f"{c}_dev_ex"] = float((base == c).mean())
         out[f"{c}_well_ex"] = float((alt["category"] == c).mean())
     # Does the greedy answer come out as a one-line answer at all (format), with either exemplar source?
@@ -123,8 +123,8 @@ def prepare_checks(prep: pipeline.Prepared) -> dict:
     t = prep.table
     row: dict = {}
     for split in ("train", "dev", "test"):
-        shares = checks.category_shares(t, split)
-        row.update({f"{split}_{c}": float(shares[c]) for c in slick.CATEGORIES})
+        shares = categories.split_shares(t, split)
+        row.update({f"{split}_{c}": float(shares[c]) for c in categories.CATEGORIES})
     row["dev_n"] = int((t.split == "dev").sum())
     never = analysis.known_never_exposed(t).set_index("split")
     row["known_never_exposed_train"] = float(never.loc["train", "share"])
@@ -137,7 +137,7 @@ def prepare_checks(prep: pipeline.Prepared) -> dict:
     if stats_file.exists():
         st = json.loads(stats_file.read_text())
         row.update(pretrain_seconds=st["seconds"], corpus_tokens=st["corpus_tokens"], final_loss=st["final_loss"])
-    trend = checks.exposure_trend(t)
+    trend = categories.exposure_table(t).reset_index()
     print("\nHighlyKnown / Unknown share by exposure count (train+test+ood):")
     print(trend.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
     print("\nPopular-answer baseline per relation (test):")
@@ -177,10 +177,11 @@ def seconds_per_epoch(paths) -> float:
 
 def finetune_checks(prep: pipeline.Prepared, variants: list[str], row: dict) -> pd.DataFrame:
     t0 = time.time()
-    rec = pipeline.run_variants(prep, variants)
+    setup = pipeline.Setup(prep.study, {prep.study.study.seeds[0]: prep})
+    rec = setup.records(variants)
     row["finetune_wall_s"] = round(time.time() - t0, 1)
-    row["sec_per_run_epoch"] = seconds_per_epoch(rec.attrs["runs"])
-    row["D_size"] = pipeline.variant_size(prep)
+    row["sec_per_run_epoch"] = seconds_per_epoch(setup.runs)
+    row["D_size"] = prep.size
     row["steps_per_epoch"] = int(np.ceil(row["D_size"] / prep.study.finetune.ft_batch))
     ep = analysis.epoch_table(rec)
     stops = analysis.early_stop(rec)

@@ -71,3 +71,13 @@ def test_converged_holds_and_fails():
     slow = _grid(unknown=lambda e: min(0.9, 0.04 * e * e))
     c = converged(slow)
     assert c.holds is False and "unknown_50" in c.ours
+
+
+def test_tradeoff_table_follows_the_middle_run_epoch_by_epoch():
+    grid = _grid(unknown=lambda e: min(1.0, 0.2 * e))
+    t = speed.tradeoff(grid, "unknown_50")
+    assert list(t.columns) == ["HighlyKnown dev", "Known fitted", "Unknown fitted", "dev", "D - D_Known (test)"]
+    assert t.index.min() == 0 and t["Unknown fitted"].loc[2] == 0.4  # 0.2 x epoch 2
+    assert t["Unknown fitted"].is_monotonic_increasing
+    # D_Known (known_50) keeps BASE; D falls to 40% below it at CONVERGENCE
+    assert t["D - D_Known (test)"].iloc[-1] < 0 <= t["D - D_Known (test)"].loc[1] + 1e-9

@@ -193,4 +193,22 @@ def results(setup) -> Chapter:
     every = max(1, int(records["epoch"].max()) // 10)
     curves = data["curves"].pivot_table(index="epoch", columns="series", values="accuracy")
     tables["curves"] = (100 * curves).round(1).iloc[::every]
+    tables["tradeoff"] = (100 * tradeoff(records, variant)).round(1).iloc[::every]
     return Chapter(3, tables, data, checks(records, setup.tables()), PROSE)
+
+
+def tradeoff(records: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """Format learned against new facts memorised, epoch by epoch (the EARLY_STOP trade-off, Sec. 4.3).
+
+    Per epoch (mean over seeds) for ``variant``: accuracy on HighlyKnown dev questions (the format
+    reaching stored knowledge), the shares of Known and Unknown train examples fitted, dev accuracy,
+    and D minus D_Known on test at the same epoch (when the grid has D_Known for this share).
+    """
+    ep = analysis.epoch_table(records[records["variant"] == variant])
+    gap = analysis.gap_by_epoch(records)
+    pct = float(analysis.pct_unknown(pd.Series([variant])).iloc[0])
+    gap = gap[gap["pct_unknown"] == pct][["seed", "epoch", "gap"]].rename(columns={"gap": "D - D_Known (test)"})
+    ep = ep.merge(gap, on=["seed", "epoch"], how="left")
+    cols = {"dev_hk": "HighlyKnown dev", "known_fitted": "Known fitted", "unknown_fitted": "Unknown fitted",
+            "dev": "dev", "D - D_Known (test)": "D - D_Known (test)"}
+    return ep.groupby("epoch")[[c for c in cols if c in ep]].mean().rename(columns=cols)
