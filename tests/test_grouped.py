@@ -13,7 +13,9 @@ from newknowledge.config import FinetuneConfig
 
 from conftest import tiny_finetune_data
 
-CFG = FinetuneConfig(ft_epochs=3, ft_batch=4, ft_lr=1e-3, ft_eval_batch=32)
+# As tests/test_finetune.py: the format the tiny model answers zero-shot, and no dropout, with which
+# both paths compute the same records (dropout: the tests at the end).
+CFG = FinetuneConfig(ft_format="qa", ft_epochs=3, ft_batch=4, ft_lr=1e-3, ft_eval_batch=32, ft_dropout=0.0)
 
 
 def _jobs(tiny_model_path, tiny_world, cfg=CFG):
