@@ -4,8 +4,9 @@ The setting is the quick profile's: the default model (d_model 128, 4 layers,
 vocabulary 2048), batch ``ft_batch`` (16), ``--runs`` runs of ``--size``
 examples each (|D| about 300 in the book) on disjoint train facts, and after
 every epoch an evaluation of every train example and of ``--eval-n`` dev /
-test / OOD-test questions (all 1,380 of the default world by default; with
-the train examples about 1,600 per epoch, as in the book's chapters).
+test / OOD-test questions (by default all of the default world's, 1,620, as
+the book's chapters evaluate them).  The fine-tuning config is the
+profile's (format, learning rate, ``ft_dropout``), ``--dropout`` aside.
 
 Both modes run in the same two worker processes, started once (``workers: 2,
 ft_threads: 1``), each from an empty artifact folder, and the order of the
@@ -181,7 +182,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=4, help="runs in the grid")
     ap.add_argument("--epochs", type=int, default=1, help="epochs per run (after epoch 0, the base model's)")
     ap.add_argument("--size", type=int, default=300, help="train examples per run (|D|)")
-    ap.add_argument("--eval-n", type=int, default=0, help="evaluation questions per epoch (0: all 1,380)")
+    ap.add_argument("--eval-n", type=int, default=0, help="evaluation questions per epoch (0: all)")
     ap.add_argument("--dropout", type=float, default=None, help="ft_dropout (default: the profile's)")
     ap.add_argument("--repeats", type=int, default=1, help="rounds over the modes")
     ap.add_argument("--split", action="store_true", help="also time training and evaluation apart (1 process)")

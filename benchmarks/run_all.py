@@ -20,7 +20,7 @@ QUICK = {
     "bench_slick.py": ["--n", "20", "--repeats", "1"],
     "bench_slick_tool.py": ["--n", "20"],
     "bench_finetune.py": ["--steps", "5", "--eval-n", "100", "--repeats", "1"],
-    "bench_grouped.py": ["--size", "100", "--eval-n", "460"],
+    "bench_grouped.py": ["--size", "100", "--eval-n", "540"],
     "bench_book.py": [],
 }
 
