@@ -24,27 +24,36 @@ def load_default(model_path: str = ""):
     Returns:
         ``(study, facts, raw, exemplars, model_path, model, tokenizer)``.
     """
-    import dataclasses
-
-    from newknowledge import config, entityquestions as eq, lm, pipeline, pretrain, store, world
+    from newknowledge import config, entityquestions as eq, lm, pipeline, pretrain, world
 
     study = config.from_params({})
     wd = world.build(study.world)
     facts, raw = world.load(wd), eq.load(wd)
     if not model_path:
-        want = dataclasses.asdict(study.pretrain)
-        built = [(store.read_json(p), p.parent) for p in (store.artifacts_root() / "pretrain").glob("*/config.json")]
-        built = [(c["pretrain"], d) for c, d in built if c.get("world") == dataclasses.asdict(study.world)]
-        # Fields missing from a stored config (e.g. thread counts, left out of the key) do not count.
-        differ = sorted((sum(want.get(k) != v for k, v in c.items()), str(d)) for c, d in built)
-        if not differ:
-            model_path = str(pretrain.build(study.world, study.pretrain, world.generate(study.world)))
-        else:
-            model_path = str(Path(differ[0][1]) / "model")
-            if differ[0][0]:
-                print(f"note: the default model is not built yet; using {model_path}")
+        model_path = built_default_model() or str(pretrain.build(study.world, study.pretrain,
+                                                                 world.generate(study.world)))
     model, tok = lm.load(model_path, device="cpu")
     return study, facts, raw, pipeline.exemplar_pool(raw), model_path, model, tok
+
+
+def built_default_model() -> str | None:
+    """The default model's folder if it is pretrained; else the built model of the same world whose
+    pretraining settings differ least (with a note); None when there is none."""
+    import dataclasses
+
+    from newknowledge import config, store
+
+    study = config.from_params({})
+    want = dataclasses.asdict(study.pretrain)
+    built = [(store.read_json(p), p.parent) for p in (store.artifacts_root() / "pretrain").glob("*/config.json")]
+    built = [(c["pretrain"], d) for c, d in built if c.get("world") == dataclasses.asdict(study.world)]
+    # Fields missing from a stored config (e.g. thread counts, left out of the key) do not count.
+    differ = sorted((sum(want.get(k) != v for k, v in c.items()), str(d)) for c, d in built)
+    if not differ:
+        return None
+    if differ[0][0]:
+        print(f"note: the default model is not built yet; using {Path(differ[0][1]) / 'model'}")
+    return str(Path(differ[0][1]) / "model")
 
 
 def timed(fn, *args, **kwargs):

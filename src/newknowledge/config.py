@@ -133,6 +133,8 @@ class FinetuneConfig:
     ft_threads: int = 1  # torch threads per run (runs go side by side)
     workers: int = 2  # runs executed in parallel
     executor: str = "local"  # "local" (process pool) or "ray" (Ray tasks; pip install '.[ray]')
+    ft_grouped: bool = False  # opt-in: local CPU runs of a GPT-2 model trained together as one stacked model (grouped.py; benchmarks/bench_grouped.py)
+    ft_group_size: int = 0  # runs per group at most; 0: the groupable runs split evenly over the workers
     lora_rank: int = 0  # 0: full fine-tuning (the paper); above 0: LoRA via peft, this rank
     lora_alpha: int = 16
     lora_targets: str = ""  # comma-separated module names; "": peft's default
@@ -246,6 +248,8 @@ def _validate(s: Study) -> None:
         raise ConfigError(f"ft_precision must be 'model' or 'bf16-mixed', got {s.finetune.ft_precision!r}")
     if s.finetune.executor not in ("local", "ray"):
         raise ConfigError(f"executor must be 'local' or 'ray', got {s.finetune.executor!r}")
+    if s.finetune.ft_group_size < 0:
+        raise ConfigError(f"ft_group_size must be >= 0 (0: no limit), got {s.finetune.ft_group_size}")
     if s.study.seed_scope not in ("finetune", "world"):
         raise ConfigError(f"seed_scope must be 'finetune' or 'world', got {s.study.seed_scope!r}")
     if not s.study.seeds:

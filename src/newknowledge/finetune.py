@@ -12,7 +12,9 @@ data, variant, seed, config).  It holds ``config.json`` from the start, one
 optimizer after the last finished epoch) and ``done.json`` at the end.  A rerun
 skips finished runs and resumes an interrupted one from its last finished epoch
 with identical results: batch order and dropout masks (``ft_dropout``) are
-functions of (seed, epoch).
+functions of (seed, epoch).  Runs of the controlled world's small model train
+in groups, as one stacked model (:mod:`newknowledge.grouped`), into folders of
+the same format; everything else runs here, one run at a time.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import lm, store, train_step
+from . import grouped, lm, store, train_step
 from .config import FinetuneConfig, config_hash
 from .metrics import exact_match
 from .prompts import IDK, answer, check_format, ft_prompt
@@ -77,21 +79,34 @@ def _evaluate(model, tokenizer, train: pd.DataFrame, evals: pd.DataFrame, cfg: F
               epoch: int, idk: bool) -> pd.DataFrame:
     """One epoch's tidy records: a row per train example and per evaluation question."""
     model.eval()
-    rows = []
     fitted = correct_flags(model, tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg)
-    rows.append(pd.DataFrame({"epoch": epoch, "split": "train", "example": np.arange(len(train)),
-                              "category": train["category"].to_numpy(), "correct": fitted}))
     questions, golds = evals["question"].tolist(), evals["answer"].tolist()
-    ev = pd.DataFrame({"epoch": epoch, "split": evals["split"].to_numpy(), "example": evals["example"].to_numpy(),
-                       "category": evals["category"].to_numpy()})
+    abstained = None
     if idk:
         # D_IDK (App. K): three outcomes per question from the greedy answer itself, so an
         # abstention is recognised after the same normalisation as exact match ("i don't know.").
         greedy = greedy_answers(model, tokenizer, questions, cfg)
-        ev["correct"] = [exact_match(g, a) for g, a in zip(greedy, golds)]
-        ev["idk"] = [exact_match(g, IDK) for g in greedy]
+        correct = [exact_match(g, a) for g, a in zip(greedy, golds)]
+        abstained = [exact_match(g, IDK) for g in greedy]
     else:
-        ev["correct"] = correct_flags(model, tokenizer, questions, golds, cfg)
+        correct = correct_flags(model, tokenizer, questions, golds, cfg)
+    return records(train, evals, epoch, fitted, correct, abstained)
+
+
+def records(train: pd.DataFrame, evals: pd.DataFrame, epoch: int, fitted, correct, idk=None) -> pd.DataFrame:
+    """One epoch's tidy records from the flags: a row per train example and per evaluation question.
+
+    Args:
+        fitted: bools of shape (len(train),); correct: shape (len(evals),);
+            idk: shape (len(evals),), D_IDK runs only (an ``idk`` column).
+    """
+    rows = [pd.DataFrame({"epoch": epoch, "split": "train", "example": np.arange(len(train)),
+                          "category": train["category"].to_numpy(), "correct": fitted})]
+    ev = pd.DataFrame({"epoch": epoch, "split": evals["split"].to_numpy(), "example": evals["example"].to_numpy(),
+                       "category": evals["category"].to_numpy()})
+    ev["correct"] = correct
+    if idk is not None:
+        ev["idk"] = idk
     rows.append(ev)
     return pd.concat(rows, ignore_index=True)
 
@@ -112,17 +127,26 @@ class RunSpec:
 RECORDS_VERSION = 2
 
 # Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
+# Without dropout grouped training (grouped.py) writes the same records, up to float rounding.
 _NOT_IN_KEY = ("pct_unknown", "dataset_size", "min_dataset_size", "alt_format", "workers", "executor",
-               "ft_eval_batch")
+               "ft_eval_batch", "ft_grouped", "ft_group_size")
 
 
-def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame) -> Path:
-    """The run's folder, keyed by the hash of everything that determines its records."""
+def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, in_group: bool = False) -> Path:
+    """The run's folder, keyed by the hash of everything that determines its records.
+
+    Args:
+        in_group: the run trains grouped (:mod:`newknowledge.grouped`).  Without
+            dropout both paths share a folder (and resume each other's runs);
+            with dropout they draw different masks, so a grouped run gets its own.
+    """
     data = pd.util.hash_pandas_object(train[["question", "answer"]]).sum().item()
     data_ev = pd.util.hash_pandas_object(evals[["question", "answer", "split"]]).sum().item()
     cfg = {k: v for k, v in dataclasses.asdict(spec.cfg).items() if k not in _NOT_IN_KEY}
     key = {"stage": "finetune", "model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
            "cfg": cfg, "train": data, "evals": data_ev, "records": RECORDS_VERSION}
+    if in_group and spec.cfg.ft_dropout > 0:
+        key["dropout_masks"] = "grouped"
     return store.artifacts_root() / "finetune" / config_hash(key)
 
 
@@ -144,9 +168,7 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
     path = run_dir(spec, train, evals)
     if (path / "done.json").exists():
         return path
-    path.mkdir(parents=True, exist_ok=True)
-    store.write_json(path / "config.json", {"model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
-                                            **dataclasses.asdict(cfg)})
+    begin(spec, path)
     torch.set_num_threads(cfg.ft_threads)
     torch.manual_seed(spec.seed)
     # Mixed precision keeps float32 weights and optimizer state (the forward pass casts to bf16).
@@ -157,15 +179,12 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.ft_lr,
                             weight_decay=cfg.ft_weight_decay)
     idk = spec.variant.startswith("idk")
-    done = sorted(int(p.stem.split("_")[1]) for p in path.glob("epoch_*.parquet"))
-    start = done[-1] + 1 if done else 0
-    if start > 0:  # resume from the last finished epoch
-        state = torch.load(path / "checkpoint.pt", weights_only=True)
+    start, state = resume_point(path)
+    if state is not None:  # resume after the last checkpointed epoch
         _load_trainable(model, state["model"])
         opt.load_state_dict(state["opt"])
-        start = state["epoch"] + 1
-    else:
-        _evaluate(model, tokenizer, train, evals, cfg, 0, idk).to_parquet(path / "epoch_000.parquet")
+    elif start == 0:
+        save_epoch(path, 0, _evaluate(model, tokenizer, train, evals, cfg, 0, idk))
         start = 1
     examples = encode_examples(tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg.ft_format)
     bar = tqdm(range(start, cfg.ft_epochs + 1), desc=f"{spec.variant} s{spec.seed}", position=position,
@@ -180,15 +199,49 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
         order = np.random.default_rng([spec.seed, epoch]).permutation(len(examples))
         for i in range(0, len(order), cfg.ft_batch):  # micro-batches, precision: see train_step
             train_step.step(model, [examples[j] for j in order[i:i + cfg.ft_batch]], tokenizer.pad_token_id, opt, cfg)
-        records = _evaluate(model, tokenizer, train, evals, cfg, epoch, idk)
-        torch.save({"model": _trainable_state(model), "opt": opt.state_dict(), "epoch": epoch}, path / "checkpoint.tmp")
-        os.replace(path / "checkpoint.tmp", path / "checkpoint.pt")
-        tmp = path / f"epoch_{epoch:03d}.tmp"
-        records.to_parquet(tmp)
-        os.replace(tmp, path / f"epoch_{epoch:03d}.parquet")
-    (path / "checkpoint.pt").unlink(missing_ok=True)  # the records are the result; weights are not kept
-    store.write_json(path / "done.json", {"epochs": cfg.ft_epochs})
+        save_epoch(path, epoch, _evaluate(model, tokenizer, train, evals, cfg, epoch, idk),
+                   {"model": _trainable_state(model), "opt": opt.state_dict()})
+    finish(path, cfg)
     return path
+
+
+def begin(spec: RunSpec, path: Path) -> None:
+    """Create the run folder with the config it is made with."""
+    path.mkdir(parents=True, exist_ok=True)
+    store.write_json(path / "config.json", {"model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
+                                            **dataclasses.asdict(spec.cfg)})
+
+
+def resume_point(path: Path) -> tuple[int, dict | None]:
+    """Where an unfinished run continues: ``(first epoch to compute, checkpoint or None)``.
+
+    The epoch after the checkpoint's; without one, 1 if epoch 0 (the base
+    model) is recorded, else 0.  Later records a kill left are recomputed.
+    """
+    if (path / "checkpoint.pt").exists():
+        state = torch.load(path / "checkpoint.pt", weights_only=True)
+        return state["epoch"] + 1, state
+    return (1 if (path / "epoch_000.parquet").exists() else 0), None
+
+
+def save_epoch(path: Path, epoch: int, recs: pd.DataFrame, state: dict | None = None) -> None:
+    """Write an epoch's records, then the checkpoint after it (``model`` and ``opt`` states), each atomically.
+
+    In this order a kill between the two leaves the records of an epoch the
+    resume recomputes, never a checkpoint past missing records.
+    """
+    tmp = path / f"epoch_{epoch:03d}.tmp"
+    recs.to_parquet(tmp)
+    os.replace(tmp, path / f"epoch_{epoch:03d}.parquet")
+    if state is not None:
+        torch.save({**state, "epoch": epoch}, path / "checkpoint.tmp")
+        os.replace(path / "checkpoint.tmp", path / "checkpoint.pt")
+
+
+def finish(path: Path, cfg: FinetuneConfig) -> None:
+    """Mark the run done; the records are the result, so the weights are not kept."""
+    store.write_json(path / "done.json", {"epochs": cfg.ft_epochs})
+    (path / "checkpoint.pt").unlink(missing_ok=True)
 
 
 def set_dropout(model, p: float) -> int:
@@ -260,14 +313,22 @@ def run_all(jobs: list[tuple[RunSpec, pd.DataFrame, pd.DataFrame]], workers: int
             the questions evaluated after each epoch (each seed's world has its own).
 
     Runs are independent: two single-threaded runs side by side use two cores
-    better than one run with two threads, for models this small.  With
+    better than one run with two threads, for models this small.  Local CPU
+    runs of the controlled world's GPT-2 model train in groups, each group as
+    one stacked model, the groups side by side (:func:`newknowledge.grouped.plan`
+    says which runs can; ``ft_grouped: false`` turns it off).  With
     ``executor="ray"`` each run is a Ray task (``ft_threads`` CPUs, one GPU if
     the run's device is CUDA) on the instance at ``RAY_ADDRESS`` (a cluster) or
     a local one; every task writes to ``NEWKNOWLEDGE_ARTIFACTS``, which on a
     cluster must be storage all machines share.  Either way finished runs are
     skipped and interrupted ones resume.
     """
-    todo = [(s, t, e) for s, t, e in jobs if not (run_dir(s, t, e) / "done.json").exists()]
+    in_group = [executor == "local" and grouped.groupable(s) for s, _, _ in jobs]
+    todo = [(s, t, e) for (s, t, e), g in zip(jobs, in_group) if not (run_dir(s, t, e, g) / "done.json").exists()]
+    if todo and executor == "local":  # the groupable runs first, as stacked models (grouped.py)
+        groups, rest = grouped.plan([s for s, _, _ in todo], workers)
+        grouped.run_groups([[todo[k] for k in g] for g in groups], workers)
+        todo = [todo[k] for k in rest]
     bar = dict(total=len(todo), desc="fine-tuning runs", unit="run")
     if todo and executor == "ray":
         _run_ray([(s, t, e, 0) for s, t, e in todo], bar)
@@ -277,7 +338,7 @@ def run_all(jobs: list[tuple[RunSpec, pd.DataFrame, pd.DataFrame]], workers: int
     else:
         for s, t, e in tqdm(todo, disable=len(todo) < 2, **{k: v for k, v in bar.items() if k != "total"}):
             train_run(s, t, e)
-    return [run_dir(s, t, e) for s, t, e in jobs]
+    return [run_dir(s, t, e, g) for (s, t, e), g in zip(jobs, in_group)]
 
 
 def _run_ray(tasks: list[tuple], bar: dict) -> None:
