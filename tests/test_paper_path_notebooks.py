@@ -13,7 +13,7 @@ estimator, CPU, few prompts, a small ``min_dataset_size``). Two runs:
     questions.  The world (:data:`WORLD`) is tuned so that a tiny model,
     pretrained in seconds, knows some facts of every relation surely and others
     not at all: most relations have all four categories, and the paper's |D|
-    rule gives 27, above the shrunk bar of 8.
+    rule gives 17, above the shrunk bar of 8.
 (b) A small real ENTITYQUESTIONS folder (``tests/data/entityquestions``, the
     first questions of each file of the data set) with the same model, which
     knows none of its facts: chapter 1 completes and shows the per-relation
@@ -53,7 +53,7 @@ WORLD = {
     "n_train": 24, "n_dev": 3, "n_test": 2, "n_ood_test": 2, "pool_scale": 0.3, "never_exposed": 0.3,
     "exposure_mu": 1.2, "exposure_sigma": 0.9, "exposure_cap": 10,
     "statement_share": 0.0, "verify_share": 0.05, "vocab_size": 500, "d_model": 64, "n_layers": 2, "n_heads": 2,
-    "block_size": 128, "pretrain_batch": 4, "pretrain_passes": 20.0, "pretrain_lr": 1e-2, "pretrain_threads": 1,
+    "block_size": 128, "pretrain_batch": 4, "pretrain_passes": 12.0, "pretrain_lr": 1e-2, "pretrain_threads": 1,
 }
 # SliCK as both paths run it (the default path's study and the notebooks' -f file).
 SLICK = {"k_shot": 2, "n_ex": 6, "n_samples": 4, "max_new_tokens": 8, "slick_batch": 64, "estimator": "exact"}
@@ -70,7 +70,9 @@ def run_notebook(nb: Path, out: Path, artifacts: Path, overrides: Path, model: s
     env = {**os.environ, "NEWKNOWLEDGE_ARTIFACTS": str(artifacts)}
     out.parent.mkdir(parents=True, exist_ok=True)
     before = os.times()
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    # The timeout only guards against a hung kernel: a notebook takes 15-45 s of CPU here, but a
+    # machine busy with other jobs can stretch that tenfold.
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     after = os.times()
     return res.returncode, res.stderr, (after.children_user - before.children_user
                                         + after.children_system - before.children_system)
