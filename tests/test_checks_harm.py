@@ -42,6 +42,11 @@ def test_lower_with_more_unknown_ood():
     assert harm.lower_with_more_unknown(_grid(BASE, BASE, ood=ood), "EARLY_STOP", "ood_test").holds is False
 
 
+def test_lower_with_more_unknown_without_ood_questions_is_not_decidable():
+    c = harm.lower_with_more_unknown(_grid(BASE, BASE), "CONVERGENCE", "ood_test")  # no ood_test rows
+    assert c.holds is None and c.ours == "not decidable: 0 OOD test questions in the data (the test needs 4)"
+
+
 def test_every_seed_must_hold():
     good = _grid(lower(BASE, 30), lower(BASE, 80), seed=0)
     bad = _grid(BASE, BASE, seed=1)

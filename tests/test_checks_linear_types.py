@@ -39,6 +39,26 @@ def test_linear_contrast_checks_are_beyond_the_paper():
     assert all(c.kind == "beyond" and c.finding is None and "qa format" in c.claim for c in cs)
 
 
+def test_linear_without_ood_questions_is_not_decidable():
+    # A real ENTITYQUESTIONS folder without the OOD relations' test files: no traceback, the OOD
+    # checks not decidable, Table 1's OOD column n/a; the in-distribution fit is unaffected.
+    rec = records(run("unknown_0", test_es=ones(0.5), test_conv=ones(0.5)),
+                  run("unknown_100", test_es=ones(0.5), test_conv=lower(ones(0.5), 80)))
+    assert "ood_test" not in set(rec["split"])
+    _, res_in = linear.fit(rec, 40, "test")
+    pts, res_ood = linear.fit(rec, 40, "ood_test")
+    assert res_in is not None and res_ood is None and len(pts) == 10
+    cs = linear.checks(res_in, res_ood)
+    ood = [c for c in cs if "OOD" in c.key]
+    assert len(ood) == 3 and all(c.holds is None and c.ours.startswith("no fit: no OOD test questions")
+                                 for c in ood)
+    assert all(c.holds is not None for c in cs if "OOD" not in c.key)
+    assert (linear.table1(res_in, res_ood)["OOD (ours)"] == "n/a").all()
+    # Too few points (one run, one epoch) is not decidable either.
+    one = rec[(rec["variant"] == "unknown_0") & (rec["epoch"] <= 1)]
+    assert linear.fit(one, 40, "test")[1] is None
+
+
 def test_linear_points_include_d_known_runs_and_scale_by_full_size():
     rec = records(run("unknown_50", test_es=ones(0.5), test_conv=ones(0.4)),
                   run("known_50", test_es=ones(0.5), test_conv=ones(0.5), n_unknown=0))

@@ -48,6 +48,10 @@ def lower_with_more_unknown(records: pd.DataFrame, duration: str, split: str = "
     wide = analysis.correct_at(records, duration, split)
     hi, lo = name("unknown", xs[-1]), name("unknown", xs[0])
     tests = _paired(wide, lambda r: r[hi] - r[lo])
+    if not tests:  # a real folder without the OOD relations' test files, or fewer than 4 questions
+        return Check(f"harm.lower.{duration}.{split}", 1, "finding", claim, stat,
+                     "negative, one-sided p < 0.05 (App. I test), every seed", f"up to -{drop} points at CONVERGENCE",
+                     f"not decidable: {len(wide)} {where} questions in the data (the test needs 4)", None)
     text, ok = seeds_text({s: (m.mean, m.mean < 0 and m.p_less() < ALPHA) for s, m in tests.items()})
     p = " ".join(f"p={m.p_less():.3g}" for m in tests.values())
     return Check(f"harm.lower.{duration}.{split}", 1, "finding", claim, stat,

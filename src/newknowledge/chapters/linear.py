@@ -24,14 +24,29 @@ RATIO = 2.0
 R2_BAR = 0.75
 
 
+# The fit needs at least this many points (three coefficients and one degree of freedom).
+MIN_POINTS = 4
+
+
 def fit(records: pd.DataFrame, sizes, split: str = "test"):
     """The points (every run, every epoch >= 1) and the fit with run-clustered intervals.
 
     Args:
         sizes: |D|, or seed -> |D|.
+
+    Returns:
+        ``(points, fit)``; ``fit`` is None when ``split`` has no questions (a real ENTITYQUESTIONS
+        folder without the OOD relations' test files) or there are fewer than :data:`MIN_POINTS`
+        points: the checks of that fit are then not decidable.
     """
     points = analysis.linear_points(records, sizes, split)
+    if points["acc"].isna().all() or len(points) < MIN_POINTS:
+        return points, None
     return points, stats.fit_linear_model(points, cluster="run")
+
+
+def _no_fit(where: str) -> str:
+    return f"no fit: no {where} test questions in the data, or fewer than {MIN_POINTS} points"
 
 
 def _ci(res, name: str) -> str:
@@ -48,13 +63,15 @@ def signs(res, where: str, kind: str = "finding", label: str = "") -> Check:
     """
     col = "OOD" if where == "OOD" else "in-distribution"
     p = paper.TABLE1[col]
-    ok = res.ci["b_kn"][0] > 0 and res.ci["b_unk"][1] < 0
+    if res is None:
+        ours, ok = _no_fit(where), None
+    else:
+        ours = f"b_kn {_ci(res, 'b_kn')}, b_unk {_ci(res, 'b_unk')} ({res.n} points, {res.n_clusters} runs)"
+        ok = bool(res.ci["b_kn"][0] > 0 and res.ci["b_unk"][1] < 0)
     return Check(f"linear.signs.{col}{label}", 4 if kind == "finding" else None, kind,
                  f"{where}{label}: b_kn > 0 and b_unk < 0 (Sec. 4.4, Table 1)",
                  "coefficients with 95% intervals clustered by run", "b_kn interval > 0 and b_unk interval < 0",
-                 f"b_kn {p['b_kn']:+.1f}, b_unk {p['b_unk']:+.1f}",
-                 f"b_kn {_ci(res, 'b_kn')}, b_unk {_ci(res, 'b_unk')} ({res.n} points, {res.n_clusters} runs)",
-                 bool(ok))
+                 f"b_kn {p['b_kn']:+.1f}, b_unk {p['b_unk']:+.1f}", ours, ok)
 
 
 def about_as_much(res, where: str, kind: str = "finding", label: str = "") -> Check:
@@ -65,13 +82,16 @@ def about_as_much(res, where: str, kind: str = "finding", label: str = "") -> Ch
     """
     col = "OOD" if where == "OOD" else "in-distribution"
     p = paper.TABLE1[col]
-    ratio = abs(res.b_unk) / res.b_kn if res.b_kn > 0 else np.nan
-    ok = res.b_kn > 0 and 1 / RATIO <= ratio <= RATIO
+    if res is None:
+        ours, ok = _no_fit(where), None
+    else:
+        ratio = abs(res.b_unk) / res.b_kn if res.b_kn > 0 else np.nan
+        ours = f"{ratio:.2f}" if np.isfinite(ratio) else "b_kn <= 0"
+        ok = bool(res.b_kn > 0 and 1 / RATIO <= ratio <= RATIO)
     return Check(f"linear.ratio.{col}{label}", 4 if kind == "finding" else None, kind,
                  f"{where}{label}: fitting Unknown hurts about as much as fitting Known helps (Sec. 4.4)",
                  "|b_unk| / b_kn", f"between 1/{RATIO:g} and {RATIO:g}, b_kn > 0",
-                 f"{abs(p['b_unk']) / p['b_kn']:.2f}", f"{ratio:.2f}" if np.isfinite(ratio) else "b_kn <= 0",
-                 bool(ok))
+                 f"{abs(p['b_unk']) / p['b_kn']:.2f}", ours, ok)
 
 
 def explains_variance(res, where: str, kind: str = "finding", label: str = "") -> Check:
@@ -80,9 +100,10 @@ def explains_variance(res, where: str, kind: str = "finding", label: str = "") -
     Statistic: R^2 of the fit.  Threshold: at least 0.75 (:data:`R2_BAR`).
     """
     col = "OOD" if where == "OOD" else "in-distribution"
+    ours, ok = (_no_fit(where), None) if res is None else (f"{res.r2:.2f}", bool(res.r2 >= R2_BAR))
     return Check(f"linear.r2.{col}{label}", 4 if kind == "finding" else None, kind,
                  f"{where}{label}: the model explains most of the variance (Table 1)", "R^2",
-                 f">= {R2_BAR}", f"{paper.TABLE1[col]['R2']:.2f}", f"{res.r2:.2f}", bool(res.r2 >= R2_BAR))
+                 f">= {R2_BAR}", f"{paper.TABLE1[col]['R2']:.2f}", ours, ok)
 
 
 def checks(res_in, res_ood, kind: str = "finding", label: str = "") -> list[Check]:
@@ -98,7 +119,7 @@ def table1(res_in, res_ood) -> pd.DataFrame:
     """Table 1: the paper's coefficients beside ours (points, with 95% intervals)."""
     ours = {}
     for name, r in (("in-distribution (ours)", res_in), ("OOD (ours)", res_ood)):
-        ours[name] = [_ci(r, k) for k in ("b0", "b_kn", "b_unk")] + [f"{r.r2:.2f}"]
+        ours[name] = ["n/a"] * 4 if r is None else [_ci(r, k) for k in ("b0", "b_kn", "b_unk")] + [f"{r.r2:.2f}"]
     p = paper.TABLE1.rename(columns=lambda c: f"{c} (paper)")
     return pd.concat([p.astype(object), pd.DataFrame(ours, index=p.index)], axis=1)
 
