@@ -15,7 +15,7 @@ machine falls on both:
 
 - ``per-run``: today's path, what ``finetune.run_all`` runs with
   ``ft_grouped: false``: two single-thread runs side by side;
-- ``grouped``: ``run_all``'s default, the runs dealt into two groups
+- ``grouped``: ``run_all`` with ``ft_grouped: true``, the runs dealt into two groups
   (:func:`newknowledge.grouped.plan`), each one stacked model in a
   single-thread process, side by side.
 
@@ -195,7 +195,8 @@ def main() -> None:
         model_path = stand_in(tmp)
     study = config.from_params({})
     drop = study.finetune.ft_dropout if args.dropout is None else args.dropout
-    cfg = dataclasses.replace(study.finetune, ft_epochs=args.epochs, workers=2, ft_threads=1, ft_dropout=drop)
+    cfg = dataclasses.replace(study.finetune, ft_epochs=args.epochs, workers=2, ft_threads=1, ft_dropout=drop,
+                              ft_grouped=True)
     jobs = make_jobs(model_path, cfg, args.runs, args.size, args.eval_n)
     off = [(dataclasses.replace(s, cfg=dataclasses.replace(cfg, ft_grouped=False)), t, e) for s, t, e in jobs]
     assert all(grouped.groupable(s) for s, _, _ in jobs), "the benchmark's runs must be groupable"

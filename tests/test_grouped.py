@@ -14,8 +14,9 @@ from newknowledge.config import FinetuneConfig
 from conftest import tiny_finetune_data
 
 # As tests/test_finetune.py: the format the tiny model answers zero-shot, and no dropout, with which
-# both paths compute the same records (dropout: the tests at the end).
-CFG = FinetuneConfig(ft_format="qa", ft_epochs=3, ft_batch=4, ft_lr=1e-3, ft_eval_batch=32, ft_dropout=0.0)
+# both paths compute the same records (dropout: the tests at the end); grouping switched on (opt-in).
+CFG = FinetuneConfig(ft_format="qa", ft_epochs=3, ft_batch=4, ft_lr=1e-3, ft_eval_batch=32, ft_dropout=0.0,
+                     ft_grouped=True)
 
 
 def _jobs(tiny_model_path, tiny_world, cfg=CFG):

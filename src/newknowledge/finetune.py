@@ -12,9 +12,10 @@ data, variant, seed, config).  It holds ``config.json`` from the start, one
 optimizer after the last finished epoch) and ``done.json`` at the end.  A rerun
 skips finished runs and resumes an interrupted one from its last finished epoch
 with identical results: batch order and dropout masks (``ft_dropout``) are
-functions of (seed, epoch).  Runs of the controlled world's small model train
-in groups, as one stacked model (:mod:`newknowledge.grouped`), into folders of
-the same format; everything else runs here, one run at a time.
+functions of (seed, epoch).  With ``ft_grouped`` (opt-in) runs of the
+controlled world's small model train in groups, as one stacked model
+(:mod:`newknowledge.grouped`), into folders of the same format; everything
+else runs here, one run at a time.
 """
 
 from __future__ import annotations
@@ -313,10 +314,10 @@ def run_all(jobs: list[tuple[RunSpec, pd.DataFrame, pd.DataFrame]], workers: int
             the questions evaluated after each epoch (each seed's world has its own).
 
     Runs are independent: two single-threaded runs side by side use two cores
-    better than one run with two threads, for models this small.  Local CPU
-    runs of the controlled world's GPT-2 model train in groups, each group as
-    one stacked model, the groups side by side (:func:`newknowledge.grouped.plan`
-    says which runs can; ``ft_grouped: false`` turns it off).  With
+    better than one run with two threads, for models this small.  With
+    ``ft_grouped: true`` (opt-in) local CPU runs of the controlled world's
+    GPT-2 model train in groups, each group as one stacked model, the groups
+    side by side (:func:`newknowledge.grouped.plan` says which runs can).  With
     ``executor="ray"`` each run is a Ray task (``ft_threads`` CPUs, one GPU if
     the run's device is CUDA) on the instance at ``RAY_ADDRESS`` (a cluster) or
     a local one; every task writes to ``NEWKNOWLEDGE_ARTIFACTS``, which on a
