@@ -49,11 +49,14 @@ pytestmark = pytest.mark.notebooks
 
 # A tiny world a tiny model learns in seconds: Q/A lines only (the probe's format), few facts, exposures
 # from 0 (never seen: Unknown) to 10 (HighlyKnown), and pretraining blocks longer than a 2-shot prompt.
+# Every setting the categories depend on is pinned, so a change of the package's defaults cannot empty
+# a category (zipf_a and qa_templates did once).
 WORLD = {
     "n_train": 24, "n_dev": 3, "n_test": 2, "n_ood_test": 2, "pool_scale": 0.3, "never_exposed": 0.3,
-    "exposure_mu": 1.2, "exposure_sigma": 0.9, "exposure_cap": 10,
-    "statement_share": 0.0, "verify_share": 0.05, "vocab_size": 500, "d_model": 64, "n_layers": 2, "n_heads": 2,
-    "block_size": 128, "pretrain_batch": 4, "pretrain_passes": 12.0, "pretrain_lr": 1e-2, "pretrain_threads": 1,
+    "exposure_mu": 1.2, "exposure_sigma": 0.9, "exposure_cap": 10, "zipf_a": 1.0, "dev_exposures": "natural",
+    "statement_share": 0.0, "qa_templates": 1, "verify_share": 0.05, "vocab_size": 500, "d_model": 64,
+    "n_layers": 2, "n_heads": 2, "block_size": 128, "pretrain_batch": 4, "pretrain_passes": 12.0,
+    "pretrain_lr": 1e-2, "pretrain_warmup": 0.05, "pretrain_threads": 1,
 }
 # SliCK as both paths run it (the default path's study and the notebooks' -f file).
 SLICK = {"k_shot": 2, "n_ex": 6, "n_samples": 4, "max_new_tokens": 8, "slick_batch": 64, "estimator": "exact"}
