@@ -193,7 +193,8 @@ def results(setup) -> Chapter:
     every = max(1, int(records["epoch"].max()) // 10)
     curves = data["curves"].pivot_table(index="epoch", columns="series", values="accuracy")
     tables["curves"] = (100 * curves).round(1).iloc[::every]
-    tables["tradeoff"] = (100 * tradeoff(records, variant)).round(1).iloc[::every]
+    trade = tradeoff(records, variant)  # every early epoch (where EARLY_STOP falls), then every `every`-th
+    tables["tradeoff"] = (100 * trade[(trade.index <= 10) | (trade.index % every == 0)]).round(1)
     return Chapter(3, tables, data, checks(records, setup.tables()), PROSE)
 
 
