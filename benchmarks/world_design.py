@@ -102,7 +102,6 @@ def exemplar_check(prep: pipeline.Prepared, min_exposures: int = 15) -> dict:
     for c in categories.CATEGORIES:
         out[f"{c}_dev_ex"] = float((base == c).mean())
         out[f"{c}_well_ex"] = float((alt["category"] == c).mean())
-    # Does the greedy answer come out as a one-line answer at all (format), with either exemplar source?
     return out
 
 
