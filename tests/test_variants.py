@@ -276,3 +276,15 @@ def test_summary_counts():
     assert s.loc["total", "Unknown"] == 10
     assert s.loc["total", "total"] == 20
     assert "P4" not in s.index  # quota 0 -> no rows
+
+
+def test_the_aliased_variants_are_one_data_set_by_definition():
+    """pipeline.SAME_DATA lets chapter 5's D_Unknown read the run of D with 100% Unknown: both are each
+    relation's quota drawn from its Unknown examples (same size, relation mix and category)."""
+    from newknowledge.pipeline import SAME_DATA
+
+    for name, run in SAME_DATA.items():
+        a, b = build(TABLE, name, seed=3), build(TABLE, run, seed=3)
+        assert len(a) == len(b) == dataset_size(TABLE)
+        assert per_relation(a) == per_relation(b) == QUOTAS
+        assert set(a["category"]) == set(b["category"]) == {"Unknown"}

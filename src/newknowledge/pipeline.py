@@ -159,7 +159,8 @@ class Setup:
         """Fine-tune on each named variant for each seed (cached); return every epoch record.
 
         Args:
-            names: variant specs for :func:`newknowledge.variants.build`.
+            names: variant specs for :func:`newknowledge.variants.build`; a name of
+                :data:`SAME_DATA` reads the run of the variant it names (relabelled).
             seeds: defaults to every seed of the study.
             overrides: fine-tuning config fields to change (e.g. ``ft_format``).
 
@@ -168,11 +169,12 @@ class Setup:
             ``seed``, ``epoch``, ``split``, ``example``, ``category``, ``correct``, ...);
             ``example`` ids are positions in that seed's world's evaluation table.
         """
+        runs = list(dict.fromkeys(SAME_DATA.get(n, n) for n in names))  # one run per distinct data set
         jobs = []
         for seed in seeds if seeds is not None else self.seeds:
             prep = self.preps[seed]
             cfg = dataclasses.replace(prep.study.finetune, **overrides)
-            for name in names:
+            for name in runs:
                 data = variants.build(prep.train, name, size=prep.size, seed=seed)
                 spec = finetune.RunSpec(prep.model_path, name, seed, cfg, device=_device(prep.study),
                                         dtype=prep.study.study.dtype)
@@ -180,11 +182,19 @@ class Setup:
         cfg = self.study.finetune
         paths = finetune.run_all(jobs, workers=cfg.workers, executor=cfg.executor)
         self.runs += [p for p in paths if p not in self.runs]
-        return finetune.load_records(paths)
+        recs = finetune.load_records(paths)
+        return pd.concat([recs[recs["variant"] == SAME_DATA.get(n, n)].assign(variant=n) for n in names],
+                         ignore_index=True)
 
     def section4(self, seeds: list[int] | None = None, **overrides) -> pd.DataFrame:
         """Records of every section-4 run: D with each share of Unknown, and D_Known (Sec. 4)."""
         return self.records(section4_variants(self.study), seeds=seeds, **overrides)
+
+
+# Variants that are one data set under two names: D_Unknown of Sec. 5 (each relation's quota drawn from
+# its Unknown examples) is D with 100% Unknown of Sec. 4 (100% of each relation's quota Unknown).
+# Both chapters read the same run, so the book trains it once.
+SAME_DATA = {"Unknown": "unknown_100"}
 
 
 def section4_variants(study: Study) -> list[str]:
