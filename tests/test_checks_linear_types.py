@@ -148,3 +148,29 @@ def test_table2_long_and_correctness_at():
     assert row["accuracy"].item() == 0.5 and row["n"].item() == N
     c = analysis.correctness_at(rec, "CONVERGENCE", 0)
     assert list(pd.unique(c["model"])) == list(analysis.TABLE2_VARIANTS.values()) and len(c) == 5 * N
+
+
+def test_learning_by_type_measures_exposures_fitting_and_known_questions_at_early_stop():
+    hk_test = ones(0.9, seed=3)
+    recs = records(
+        run("HighlyKnown", test_es=hk_test, test_conv=hk_test, es=2, epochs=6, known=lambda e: min(1.0, 0.3 * e),
+            n_unknown=0),
+        run("MaybeKnown", test_es=ones(0.5), test_conv=ones(0.5), es=4, epochs=6, known=lambda e: 0.05 * e,
+            n_unknown=0),
+        run("MaybeKnown", seed=1, test_es=ones(0.1), test_conv=ones(0.1), es=1, n_unknown=0))  # not the first seed
+    trains = {"HighlyKnown": pd.DataFrame({"exposures": [0] * 5 + [20] * 15}),
+              "MaybeKnown": pd.DataFrame({"exposures": [4] * 20})}
+    t = types.learning_by_type(recs, trains)
+    hk, mk = t.loc["D_HighlyKnown"], t.loc["D_MaybeKnown"]
+    assert (hk["median exposures"], hk["never exposed %"]) == (20, 25)
+    assert (mk["median exposures"], mk["never exposed %"]) == (4, 0)
+    # Half fitted: 0.3 * e >= 0.5 first at epoch 2; 0.05 * e never within 6 epochs.
+    assert hk["half fitted (epoch)"] == 2 and np.isnan(mk["half fitted (epoch)"])
+    assert (hk["EARLY_STOP epoch"], mk["EARLY_STOP epoch"]) == (2, 4)
+    assert (hk["fitted at EARLY_STOP %"], mk["fitted at EARLY_STOP %"]) == (60, 20)
+    on_hk = TEST_CATS == "HighlyKnown"
+    assert hk["HighlyKnown test acc. at EARLY_STOP %"] == round(100 * hk_test[on_hk].mean(), 1)
+    assert mk["MaybeKnown test acc. at EARLY_STOP %"] == round(100 * ones(0.5)[TEST_CATS == "MaybeKnown"].mean(), 1)
+    # Real data have no exposure counts: NaN, not a made-up number.
+    real = types.learning_by_type(recs, {"HighlyKnown": pd.DataFrame({"question": ["q"] * 20})})
+    assert np.isnan(real.loc["D_HighlyKnown", "median exposures"])

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .. import analysis, paper, significance
+from .. import analysis, paper, significance, variants
 from ..categories import CATEGORIES
 from ..checks import Check, across, pct
+from ..pipeline import SAME_DATA
 from . import Chapter, converged, per_seed
 
 ALPHA = 0.05
@@ -177,6 +178,48 @@ def unknown_near_zero(t2: pd.DataFrame, bar: float = 0.05) -> Check:
                  None if not len(unk) else bool(top < bar))
 
 
+def learning_by_type(records: pd.DataFrame, trains: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Why one kind of example is worth more than another: a measurement beside Table 2 (Sec. 5).
+
+    The paper explains Table 2 by what each kind of example asks of the model:
+    HighlyKnown ones little (it already answers them), Unknown ones new facts.
+    For each single-category variant this measures, on one seed's run, what its
+    train facts were in pretraining and how the run took them: the median
+    exposure count of its train facts (the world's ground truth; NaN on real
+    data) and the share never exposed; the first epoch by which half of them
+    are fitted and the share fitted at EARLY_STOP; and test accuracy at
+    EARLY_STOP on the HighlyKnown and MaybeKnown test questions (how well the
+    run answers, in the new format, what the model knew: the paper has about 98
+    and 53-70).
+
+    Args:
+        records: Table 2's records (one seed's runs are read: the first).
+        trains: variant -> its train table (rows in the order the run saw them,
+            an ``exposures`` column where known).
+    """
+    seed = sorted(records["seed"].unique())[0]
+    rec = records[(records["seed"] == seed) & records["variant"].isin(list(trains))]
+    stops = analysis.early_stop(rec).set_index("variant")
+    rows = []
+    for variant, train in trains.items():
+        if variant not in stops.index:
+            continue
+        r = rec[rec["variant"] == variant]
+        es = int(stops.loc[variant, "early_stop"])
+        fit = r[r["split"] == "train"].groupby("epoch")["correct"].mean()
+        half = fit[fit >= 0.5]
+        test = r[(r["split"] == "test") & (r["epoch"] == es)]
+        exp = train["exposures"] if "exposures" in train else pd.Series(np.nan, index=train.index)
+        rows.append({"variant": analysis.TABLE2_VARIANTS.get(variant, variant),
+                     "median exposures": float(exp.median()), "never exposed %": 100 * float((exp == 0).mean())
+                     if exp.notna().all() else np.nan,
+                     "half fitted (epoch)": int(half.index.min()) if len(half) else np.nan,
+                     "EARLY_STOP epoch": es, "fitted at EARLY_STOP %": 100 * float(fit.get(es, np.nan)),
+                     **{f"{c} test acc. at EARLY_STOP %": 100 * float(test.loc[test["category"] == c, "correct"].mean())
+                        for c in ("HighlyKnown", "MaybeKnown")}})
+    return pd.DataFrame(rows).set_index("variant").round(1)
+
+
 def checks(records: pd.DataFrame) -> list[Check]:
     """Every check of chapter 5 on the Table 2 records."""
     sig = significance_tables(records)
@@ -206,7 +249,10 @@ def results(setup) -> Chapter:
         es, conv = (at[at["duration"] == d][["example", "correct"]] for d in DURATIONS)
         rows.append({"variant": label, **significance.paired_duration_test(es, conv, seed=seed)})
     n_cat = setup.prep.table.query("split == 'test'")["category"].value_counts().reindex(list(CATEGORIES))
+    prep = setup.preps[seed]
+    trains = {v: variants.build(prep.train, SAME_DATA.get(v, v), size=prep.size, seed=seed) for v in CATEGORIES}
     tables = {"duration_test": pd.DataFrame(rows).set_index("variant").round(4),
-              "test_questions": n_cat.rename("test questions").to_frame()}
+              "test_questions": n_cat.rename("test questions").to_frame(),
+              "learning": learning_by_type(records, trains)}
     data = {"t2": t2, "sig": {d: sig[(seed, d)] for d in DURATIONS}, "seed": seed}
     return Chapter(5, tables, data, checks(records), PROSE)
