@@ -114,6 +114,42 @@ def abstains_on_unknown(records: pd.DataFrame) -> Check:
                  f"{text} points; " + "; ".join(parts), ok)
 
 
+EXPOSURE_BINS = (0, 1, 4, 16)  # test facts never seen, seen 1-3, 4-15 and 16+ times in pretraining
+
+
+def why_abstain(records: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
+    """Where D_IDK abstains, and whether it has learned to by then: a measurement beside Table 8 (App. K).
+
+    Per duration (first seed): the epoch; the share of the relabelled train examples (the Unknown ones,
+    now "I don't know") fitted, i.e. answered "I don't know"; and the abstention rate on test questions
+    by how often their fact was seen in pretraining (:data:`EXPOSURE_BINS`; the world's ground truth,
+    so only with an ``exposures`` column).  A model that has not yet fitted its "I don't know" labels
+    at EARLY_STOP cannot abstain there, whatever it knows.
+
+    Args:
+        records: D and D_IDK records; evals: the evaluation table (``example``, ``exposures``).
+    """
+    idk = records[records["variant"].str.startswith("idk_")]
+    idk = idk[idk["seed"] == idk["seed"].min()]
+    stops = analysis.early_stop(idk).iloc[0]
+    labels = [f"{lo}+" if hi is None else f"{lo}-{hi - 1}" if hi - lo > 1 else str(lo)
+              for lo, hi in zip(EXPOSURE_BINS, EXPOSURE_BINS[1:] + (None,))]
+    exposure = (evals.set_index("example")["exposures"] if "exposures" in evals else pd.Series(dtype=float))
+    rows = {}
+    for duration, epoch in (("EARLY_STOP", stops["early_stop"]), ("CONVERGENCE", stops["convergence"])):
+        at = idk[idk["epoch"] == epoch]
+        train = at[(at["split"] == "train") & (at["category"] == "Unknown")]
+        test = at[at["split"] == "test"]
+        row = {"epoch": int(epoch), '"I don\'t know" labels fitted %': 100 * float(train["correct"].mean())}
+        if len(exposure):
+            seen = pd.cut(exposure.reindex(test["example"]).to_numpy(), list(EXPOSURE_BINS) + [np.inf], right=False,
+                          labels=labels)
+            abst = test["idk"].fillna(False).astype(bool).groupby(seen, observed=False).mean()
+            row.update({f"abstains, exposures {b} %": 100 * float(abst.get(b, np.nan)) for b in labels})
+        rows[duration] = row
+    return pd.DataFrame(rows).T.round(1)
+
+
 def checks(records: pd.DataFrame) -> list[Check]:
     """Every check of chapter 7 on the D and D_IDK records."""
     return [converged(records), more_accurate_when_answering(records, "EARLY_STOP"),
@@ -139,5 +175,6 @@ def results(setup) -> Chapter:
     at = analysis.at_stops(records[records["variant"].str.startswith("idk_")], "test")
     where = (100 * at.groupby(["duration", "category"])["idk"].mean().unstack("category")).round(1)
     data = {"idk": out, "x": x}
-    tables = {"table8": table8, "outcomes": outcomes.reindex(paper.TABLE8.index), "where": where}
+    tables = {"table8": table8, "outcomes": outcomes.reindex(paper.TABLE8.index), "where": where,
+              "why": why_abstain(records, setup.prep.evals)}
     return Chapter(7, tables, data, checks(records), PROSE)
