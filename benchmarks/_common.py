@@ -85,13 +85,17 @@ def machine() -> str:
 
 
 def report(df: pd.DataFrame, name: str, title: str) -> Path:
-    """Print ``df`` as a table and write it to ``benchmarks/results/<name>.csv``."""
+    """Print ``df`` as a table and write it to ``benchmarks/results/<name>.csv``, and as Markdown
+    (title, machine, date, table) to ``<name>.md``, which ``make readme`` copies into the README."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.csv"
     df.to_csv(path, index=False)
+    table = df.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else df.to_string(index=False)
     print(f"\n## {title}\n({machine()})\n")
-    print(df.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else df.to_string(index=False))
+    print(table)
     print(f"\n-> {path.relative_to(RESULTS.parents[1])}")
+    when = time.strftime("%Y-%m-%d")
+    (RESULTS / f"{name}.md").write_text(f"**{title}** ({machine()}; {when})\n\n{table}\n")
     return path
 
 

@@ -120,9 +120,21 @@ def test_readme_summary_and_update(tmp_path, monkeypatch):
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
     findings.save_summary([(2, c)], "quick")
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- findings:start -->\nSTALE TEXT\n<!-- findings:end -->\nrest\n")
+    readme.write_text("intro\n<!-- findings:start -->\nSTALE TEXT\n<!-- findings:end -->\nmiddle\n"
+                      "<!-- bench:start -->\nOLD TABLE\n<!-- bench:end -->\nrest\n")
     tool = Path(__file__).resolve().parents[1] / "tools" / "update_readme.py"
-    out = subprocess.run([sys.executable, str(tool), "--readme", str(readme)], capture_output=True, text=True)
+    bench = tmp_path / "results"
+    bench.mkdir()
+    run = [sys.executable, str(tool), "--readme", str(readme), "--bench", str(bench)]
+    out = subprocess.run(run, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     new = readme.read_text()
     assert "STALE TEXT" not in new and "claim X" in new and new.startswith("intro") and new.endswith("rest\n")
+    assert "OLD TABLE" in new and "no benchmark tables" in out.stdout  # nothing measured: left as it was
+    (bench / "bf16.md").write_text("**bf16** table B\n")
+    (bench / "bench_book.md").write_text("**book** table A\n")
+    (bench / "other.md").write_text("not a Performance table\n")
+    assert subprocess.run(run, capture_output=True, text=True).returncode == 0
+    new = readme.read_text()
+    assert "OLD TABLE" not in new and "not a Performance" not in new
+    assert new.index("table A") < new.index("table B") < new.index("rest")  # in BENCH_ORDER, inside the markers

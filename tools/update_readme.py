@@ -1,10 +1,13 @@
-"""Write the last build's findings summary into the README (between the ``findings`` markers).
+"""Write the last build's findings summary and the last benchmarks' tables into the README.
 
     python tools/update_readme.py [--profile quick]
 
 The findings page (notebooks/08_findings.ipynb) saves the summary of its checks to
-``<artifacts>/findings/<profile>.md``; this script copies it into README.md, so the
-README's "what reproduces" paragraph says what the last build's findings page says.
+``<artifacts>/findings/<profile>.md``; this script copies it into README.md (between the
+``findings`` markers), so the README's "what reproduces" paragraph says what the last
+build's findings page says.  Every benchmark script (``make bench``) writes its table as
+``benchmarks/results/<name>.md``; those present are copied between the ``bench``
+markers, in :data:`BENCH_ORDER`, so no number of the Performance section is typed by hand.
 """
 
 from __future__ import annotations
@@ -18,12 +21,29 @@ from newknowledge import store
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
+BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
+BENCH = ROOT / "benchmarks" / "results"
+# The Performance section's tables, in the order the README explains them.
+BENCH_ORDER = ("bench_book", "bench_slick", "bench_slick_tool", "bench_train", "bench_eval", "bench_grouped",
+               "bench_grouped_epoch", "bf16")
+
+
+def replace_block(text: str, start: str, end: str, body: str) -> str:
+    """``text`` with everything between the markers ``start`` and ``end`` replaced by ``body``."""
+    return re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{body}{end}", text, flags=re.S)
+
+
+def bench_block(results: Path = BENCH) -> str | None:
+    """The benchmark tables found in ``results`` as one Markdown block, or None when there are none."""
+    parts = [(results / f"{name}.md").read_text() for name in BENCH_ORDER if (results / f"{name}.md").exists()]
+    return "\n".join(parts) if parts else None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--bench", type=Path, default=BENCH, help="folder of the benchmark tables")
     args = parser.parse_args(argv)
     summary = store.artifacts_root() / "findings" / f"{args.profile}.md"
     if not summary.exists():
@@ -31,13 +51,19 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     text = args.readme.read_text()
-    if START not in text or END not in text:
-        print(f"error: {args.readme} lacks the markers {START} ... {END}", file=sys.stderr)
-        return 2
-    new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{summary.read_text()}{END}",
-                 text, flags=re.S)
-    args.readme.write_text(new)
+    for start, end in ((START, END), (BENCH_START, BENCH_END)):
+        if start not in text or end not in text:
+            print(f"error: {args.readme} lacks the markers {start} ... {end}", file=sys.stderr)
+            return 2
+    text = replace_block(text, START, END, summary.read_text())
     print(f"README: findings summary of profile {args.profile!r} written")
+    bench = bench_block(args.bench)
+    if bench is None:
+        print(f"README: no benchmark tables in {args.bench} (make bench writes them); Performance left as it was")
+    else:
+        text = replace_block(text, BENCH_START, BENCH_END, bench)
+        print(f"README: benchmark tables from {args.bench} written")
+    args.readme.write_text(text)
     return 0
 
 
