@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .. import paper
+from .. import analysis, paper
 from ..categories import CATEGORIES, KNOWN, exposure_table, split_shares
 from ..checks import Check, across, pct
 from . import Chapter
@@ -53,12 +53,10 @@ def popular_answer_baseline(table: pd.DataFrame) -> pd.DataFrame:
         relation's most common train answer), ``probe`` (the 4-shot probe's accuracy: mean
         P_correct(T=0)), ``n``.
     """
-    train, test = table[table["split"] == "train"], table[table["split"] == "test"]
-    top = train.groupby("relation")["answer"].agg(lambda a: a.value_counts().index[0])
-    hit = test["answer"].to_numpy() == test["relation"].map(top).to_numpy()
-    out = pd.DataFrame({"relation": test["relation"], "baseline": hit, "probe": test["p_greedy"]})
-    return out.groupby("relation").agg(baseline=("baseline", "mean"), probe=("probe", "mean"),
-                                       n=("baseline", "size"))
+    base = analysis.popular_answer_baseline(table, "test")
+    base = base[base["relation"] != "all"].set_index("relation")
+    probe = table[table["split"] == "test"].groupby("relation")["p_greedy"].mean()
+    return base[["baseline", "n"]].assign(probe=probe.reindex(base.index))[["baseline", "probe", "n"]]
 
 
 def answer_prior_weak(tables: pd.DataFrame) -> Check:
