@@ -189,8 +189,8 @@ def learning_by_type(records: pd.DataFrame, trains: dict[str, pd.DataFrame]) -> 
     data) and the share never exposed; the first epoch by which half of them
     are fitted and the share fitted at EARLY_STOP; and test accuracy at
     EARLY_STOP on the HighlyKnown and MaybeKnown test questions (how well the
-    run answers, in the new format, what the model knew: the paper has about 98
-    and 53-70).
+    run answers, in the new format, what the model knew; compare
+    ``paper.TABLE2["EARLY_STOP"]``).
 
     Args:
         records: Table 2's records (one seed's runs are read: the first).
