@@ -115,13 +115,13 @@ def main() -> None:
     questions, answers = qs["question"].tolist(), qs["answer"].tolist()
     cfgs = {m: dataclasses.replace(study.finetune, ft_eval=m) for m in ("generate", "teacher")}
     hf = GenerateBaseline(prompts_per_batch=study.finetune.ft_eval_batch or 128)
-    prompts = [prompts.ft_prompt(study.finetune.ft_format, q) for q in questions]
+    texts = [prompts.ft_prompt(study.finetune.ft_format, q) for q in questions]
     modes = {
         "HF generate": lambda: np.array([exact_match(g, a)
-                                         for g, a in zip(hf.decode(model, tok, prompts)[0], answers)]),
+                                         for g, a in zip(hf.decode(model, tok, texts)[0], answers)]),
         "generate": lambda: finetune.correct_flags(model, tok, questions, answers, cfgs["generate"]),
         "teacher": lambda: finetune.correct_flags(model, tok, questions, answers, cfgs["teacher"]),
-        "teacher, greedy_only": lambda: lm.score(model, tok, prompts, answers, batch_size=hf.p,
+        "teacher, greedy_only": lambda: lm.score(model, tok, texts, answers, batch_size=hf.p,
                                                  greedy_only=True).greedy_correct,
     }
     seconds = {m: [] for m in modes}
