@@ -14,7 +14,7 @@ both see the same machine load; the ratio is fp32 time / bf16 time:
 
 The defaults are small because bf16 is slow here: in a side measurement on
 these 2-core EPYC machines, a training step of the default architecture under
-CPU autocast took 5-9x as long as in fp32 (6-7 s against 1 s at 2 threads)
+CPU autocast took 5-9x as long as in fp32 (7.5 s against 1.0 s at 2 threads)
 and one 2048 x 2048 matrix multiply 103 s against 0.4 s.
 """
 

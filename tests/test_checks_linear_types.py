@@ -157,10 +157,10 @@ def test_learning_by_type_measures_exposures_fitting_and_known_questions_at_earl
             n_unknown=0),
         run("MaybeKnown", test_es=ones(0.5), test_conv=ones(0.5), es=4, epochs=6, known=lambda e: 0.05 * e,
             n_unknown=0),
-        run("MaybeKnown", seed=1, test_es=ones(0.1), test_conv=ones(0.1), es=1, n_unknown=0))  # not the first seed
+        run("MaybeKnown", seed=1, test_es=ones(0.1), test_conv=ones(0.1), es=1, n_unknown=0))  # another seed
     trains = {"HighlyKnown": pd.DataFrame({"exposures": [0] * 5 + [20] * 15}),
               "MaybeKnown": pd.DataFrame({"exposures": [4] * 20})}
-    t = types.learning_by_type(recs, trains)
+    t = types.learning_by_type(recs, trains, seed=0)
     hk, mk = t.loc["D_HighlyKnown"], t.loc["D_MaybeKnown"]
     assert (hk["median exposures"], hk["never exposed %"]) == (20, 25)
     assert (mk["median exposures"], mk["never exposed %"]) == (4, 0)
@@ -172,5 +172,5 @@ def test_learning_by_type_measures_exposures_fitting_and_known_questions_at_earl
     assert hk["HighlyKnown test acc. at EARLY_STOP %"] == round(100 * hk_test[on_hk].mean(), 1)
     assert mk["MaybeKnown test acc. at EARLY_STOP %"] == round(100 * ones(0.5)[TEST_CATS == "MaybeKnown"].mean(), 1)
     # Real data have no exposure counts: NaN, not a made-up number.
-    real = types.learning_by_type(recs, {"HighlyKnown": pd.DataFrame({"question": ["q"] * 20})})
+    real = types.learning_by_type(recs, {"HighlyKnown": pd.DataFrame({"question": ["q"] * 20})}, seed=0)
     assert np.isnan(real.loc["D_HighlyKnown", "median exposures"])

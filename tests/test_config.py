@@ -61,6 +61,19 @@ def test_notebook_parameter_cells_are_in_sync_with_the_config():
     assert out.returncode == 0, out.stderr + out.stdout
 
 
+@pytest.mark.parametrize("profile", config.available_profiles())
+def test_a_notebook_run_with_a_profile_gets_that_profile(profile):
+    """papermill -f PROFILE.yaml overrides only the names the file holds; every other parameter keeps
+    the notebook cell's value, which is the quick profile's.  So each profile must name every
+    parameter where quick differs from the defaults, or it would silently inherit quick's."""
+    cell = {}
+    exec(config.parameters_cell(), {}, cell)  # the values a notebook holds before papermill injects
+    seen = config.from_params({**{k: v for k, v in cell.items() if k in config.parameter_fields()},
+                               **config.load_profile(profile)}).params()
+    meant = config.from_params(config.load_profile(profile)).params()
+    assert {k: seen[k] for k in meant if seen[k] != meant[k]} == {}
+
+
 def test_parameters_cell_lists_every_parameter_typed_and_commented():
     cell = config.parameters_cell()
     for name in config.parameter_fields():

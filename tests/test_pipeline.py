@@ -19,8 +19,9 @@ def test_records_train_an_aliased_variant_once_and_label_it_as_asked(monkeypatch
 
     monkeypatch.setattr(finetune, "run_all", run_all)
     monkeypatch.setattr(finetune, "load_records", lambda paths: pd.DataFrame({"variant": paths, "correct": True}))
-    setup = pipeline.Setup(study, {0: prep})
-    recs = setup.records(["unknown_100", "Unknown", "natural"])
-    assert trained == ["unknown_100", "natural"]
-    assert sorted(recs["variant"]) == ["Unknown", "natural", "unknown_100"]
-    assert list(setup.records(["Unknown"])["variant"]) == ["Unknown"]
+    setup = pipeline.Setup(study, {0: prep, 1: prep})
+    recs = setup.records(["unknown_100", "Unknown", "natural", "Unknown"])
+    assert trained == ["unknown_100", "natural"] * 2  # per seed, each data set once
+    assert sorted(recs["variant"]) == sorted(["Unknown", "natural", "unknown_100"] * 2)
+    trained.clear()
+    assert list(setup.records(["Unknown"], seeds=[1])["variant"]) == ["Unknown"] and trained == ["unknown_100"]

@@ -133,7 +133,7 @@ class FinetuneConfig:
     ft_threads: int = 1  # torch threads per run (runs go side by side)
     workers: int = 2  # runs executed in parallel
     executor: str = "local"  # "local" (process pool) or "ray" (Ray tasks; pip install '.[ray]')
-    ft_grouped: bool = False  # opt-in: local CPU runs of a GPT-2 model trained together as one stacked model (grouped.py; benchmarks/bench_grouped.py)
+    ft_grouped: bool = False  # local CPU runs of a GPT-2 model trained together as one stacked model (grouped.py); quick and full set it
     ft_group_size: int = 0  # runs per group at most; 0: the groupable runs split evenly over the workers
     lora_rank: int = 0  # 0: full fine-tuning (the paper); above 0: LoRA via peft, this rank
     lora_alpha: int = 16

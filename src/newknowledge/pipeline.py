@@ -28,6 +28,7 @@ import pandas as pd
 from . import entityquestions as eq
 from . import finetune, lm, pretrain, slick, variants, world
 from .config import ConfigError, Study
+from .variants import SAME_DATA
 
 
 @dataclass
@@ -169,6 +170,7 @@ class Setup:
             ``seed``, ``epoch``, ``split``, ``example``, ``category``, ``correct``, ...);
             ``example`` ids are positions in that seed's world's evaluation table.
         """
+        names = list(dict.fromkeys(names))
         runs = list(dict.fromkeys(SAME_DATA.get(n, n) for n in names))  # one run per distinct data set
         jobs = []
         for seed in seeds if seeds is not None else self.seeds:
@@ -189,12 +191,6 @@ class Setup:
     def section4(self, seeds: list[int] | None = None, **overrides) -> pd.DataFrame:
         """Records of every section-4 run: D with each share of Unknown, and D_Known (Sec. 4)."""
         return self.records(section4_variants(self.study), seeds=seeds, **overrides)
-
-
-# Variants that are one data set under two names: D_Unknown of Sec. 5 (each relation's quota drawn from
-# its Unknown examples) is D with 100% Unknown of Sec. 4 (100% of each relation's quota Unknown).
-# Both chapters read the same run, so the book trains it once.
-SAME_DATA = {"Unknown": "unknown_100"}
 
 
 def section4_variants(study: Study) -> list[str]:

@@ -40,6 +40,13 @@ VALID_SPECS = ("unknown_<X>", "known_<X>", "idk_<X>", *CATEGORIES, "natural")
 _PCT_SPEC = re.compile(r"^(unknown|known|idk)_(\d+(?:\.\d+)?)$")
 
 
+# Variants that are one data set under two names: D_Unknown of Sec. 5 (each relation's quota drawn from
+# its Unknown examples) is D with 100% Unknown of Sec. 4 (100% of each relation's quota Unknown); with
+# the same seed :func:`build` draws the same rows for both.  The book trains it once
+# (:meth:`newknowledge.pipeline.Setup.records`).
+SAME_DATA = {"Unknown": "unknown_100"}
+
+
 class VariantError(ValueError):
     """A variant cannot be built: bad input table, bad spec or too few examples."""
 

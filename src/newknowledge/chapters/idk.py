@@ -117,20 +117,19 @@ def abstains_on_unknown(records: pd.DataFrame) -> Check:
 EXPOSURE_BINS = (0, 1, 4, 16)  # test facts never seen, seen 1-3, 4-15 and 16+ times in pretraining
 
 
-def why_abstain(records: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
+def why_abstain(records: pd.DataFrame, evals: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Where D_IDK abstains, and whether it has learned to by then: a measurement beside Table 8 (App. K).
 
-    Per duration (first seed): the epoch; the share of the relabelled train examples (the Unknown ones,
+    Per duration (the run of ``seed``): the epoch; the share of the relabelled train examples (the Unknown ones,
     now "I don't know") fitted, i.e. answered "I don't know"; and the abstention rate on test questions
     by how often their fact was seen in pretraining (:data:`EXPOSURE_BINS`; the world's ground truth,
     so only with an ``exposures`` column).  A model that has not yet fitted its "I don't know" labels
     at EARLY_STOP cannot abstain there, whatever it knows.
 
     Args:
-        records: D and D_IDK records; evals: the evaluation table (``example``, ``exposures``).
+        records: D and D_IDK records; evals: ``seed``'s evaluation table (``example``, ``exposures``).
     """
-    idk = records[records["variant"].str.startswith("idk_")]
-    idk = idk[idk["seed"] == idk["seed"].min()]
+    idk = records[records["variant"].str.startswith("idk_") & (records["seed"] == seed)]
     stops = analysis.early_stop(idk).iloc[0]
     labels = [f"{lo}+" if hi is None else f"{lo}-{hi - 1}" if hi - lo > 1 else str(lo)
               for lo, hi in zip(EXPOSURE_BINS, EXPOSURE_BINS[1:] + (None,))]
@@ -144,7 +143,7 @@ def why_abstain(records: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
         if len(exposure):
             seen = pd.cut(exposure.reindex(test["example"]).to_numpy(), list(EXPOSURE_BINS) + [np.inf], right=False,
                           labels=labels)
-            abst = test["idk"].fillna(False).astype(bool).groupby(seen, observed=False).mean()
+            abst = test["idk"].eq(True).groupby(seen, observed=False).mean()
             row.update({f"abstains, exposures {b} %": 100 * float(abst.get(b, np.nan)) for b in labels})
         rows[duration] = row
     return pd.DataFrame(rows).T.round(1)
@@ -176,5 +175,5 @@ def results(setup) -> Chapter:
     where = (100 * at.groupby(["duration", "category"])["idk"].mean().unstack("category")).round(1)
     data = {"idk": out, "x": x}
     tables = {"table8": table8, "outcomes": outcomes.reindex(paper.TABLE8.index), "where": where,
-              "why": why_abstain(records, setup.prep.evals)}
+              "why": why_abstain(records, setup.prep.evals, setup.seeds[0])}
     return Chapter(7, tables, data, checks(records), PROSE)

@@ -15,7 +15,7 @@ from scipy import stats as sps
 from .. import analysis, paper, significance, variants
 from ..categories import CATEGORIES
 from ..checks import Check, across, pct
-from ..pipeline import SAME_DATA
+from ..variants import SAME_DATA
 from . import Chapter, converged, per_seed
 
 ALPHA = 0.05
@@ -178,7 +178,7 @@ def unknown_near_zero(t2: pd.DataFrame, bar: float = 0.05) -> Check:
                  None if not len(unk) else bool(top < bar))
 
 
-def learning_by_type(records: pd.DataFrame, trains: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def learning_by_type(records: pd.DataFrame, trains: dict[str, pd.DataFrame], seed: int) -> pd.DataFrame:
     """Why one kind of example is worth more than another: a measurement beside Table 2 (Sec. 5).
 
     The paper explains Table 2 by what each kind of example asks of the model:
@@ -193,11 +193,10 @@ def learning_by_type(records: pd.DataFrame, trains: dict[str, pd.DataFrame]) -> 
     ``paper.TABLE2["EARLY_STOP"]``).
 
     Args:
-        records: Table 2's records (one seed's runs are read: the first).
-        trains: variant -> its train table (rows in the order the run saw them,
-            an ``exposures`` column where known).
+        records: Table 2's records (the runs of ``seed`` are read).
+        trains: variant -> its train table for ``seed`` (rows in the order the run
+            saw them, an ``exposures`` column where known).
     """
-    seed = sorted(records["seed"].unique())[0]
     rec = records[(records["seed"] == seed) & records["variant"].isin(list(trains))]
     stops = analysis.early_stop(rec).set_index("variant")
     rows = []
@@ -253,6 +252,6 @@ def results(setup) -> Chapter:
     trains = {v: variants.build(prep.train, SAME_DATA.get(v, v), size=prep.size, seed=seed) for v in CATEGORIES}
     tables = {"duration_test": pd.DataFrame(rows).set_index("variant").round(4),
               "test_questions": n_cat.rename("test questions").to_frame(),
-              "learning": learning_by_type(records, trains)}
+              "learning": learning_by_type(records, trains, seed)}
     data = {"t2": t2, "sig": {d: sig[(seed, d)] for d in DURATIONS}, "seed": seed}
     return Chapter(5, tables, data, checks(records), PROSE)
