@@ -56,6 +56,7 @@ def main() -> None:
     out = pd.concat([df, totals], ignore_index=True)
     text = ["started", "slowest cell", "status"]
     out[text] = out[text].fillna("")
+    out["seconds"] = out["seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.0f}")  # not 2.46e+03
     report(out, "bench_book", "Book: wall time per chapter (papermill)")
 
 

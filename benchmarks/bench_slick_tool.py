@@ -80,8 +80,9 @@ def main() -> None:
         "method": m, "seconds": t, "questions/s": args.n / t, "speed-up": t_base / t,
         "category agreement": float(np.mean(cats[m].to_numpy() == base["category"].to_numpy())),
     } for m, t in rows])
+    shown = args.model or "the default (the controlled world's)"  # no path of this machine in the table
     report(df, "bench_slick_tool",
-           f"The SliCK command on {args.n} questions x {params['n_ex']} prompts, model {model_path}, "
+           f"The SliCK command on {args.n} questions x {params['n_ex']} prompts, model {shown}, "
            f"{args.threads} thread(s)")
     print("\n'command end to end' includes Python and torch start-up and model loading (a few seconds).")
 
