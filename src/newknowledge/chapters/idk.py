@@ -114,7 +114,8 @@ def abstains_on_unknown(records: pd.DataFrame) -> Check:
                  f"{text} points; " + "; ".join(parts), ok)
 
 
-EXPOSURE_BINS = (0, 1, 4, 16)  # test facts never seen, seen 1-3, 4-15 and 16+ times in pretraining
+# Test facts by how often pretraining showed them: label -> lowest exposure count of the bin.
+EXPOSURE_BINS = {"0": 0, "1-3": 1, "4-15": 4, "16+": 16}
 
 
 def why_abstain(records: pd.DataFrame, evals: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -131,8 +132,6 @@ def why_abstain(records: pd.DataFrame, evals: pd.DataFrame, seed: int) -> pd.Dat
     """
     idk = records[records["variant"].str.startswith("idk_") & (records["seed"] == seed)]
     stops = analysis.early_stop(idk).iloc[0]
-    labels = [f"{lo}+" if hi is None else f"{lo}-{hi - 1}" if hi - lo > 1 else str(lo)
-              for lo, hi in zip(EXPOSURE_BINS, EXPOSURE_BINS[1:] + (None,))]
     exposure = (evals.set_index("example")["exposures"] if "exposures" in evals else pd.Series(dtype=float))
     rows = {}
     for duration, epoch in (("EARLY_STOP", stops["early_stop"]), ("CONVERGENCE", stops["convergence"])):
@@ -141,10 +140,10 @@ def why_abstain(records: pd.DataFrame, evals: pd.DataFrame, seed: int) -> pd.Dat
         test = at[at["split"] == "test"]
         row = {"epoch": int(epoch), '"I don\'t know" labels fitted %': 100 * float(train["correct"].mean())}
         if len(exposure):
-            seen = pd.cut(exposure.reindex(test["example"]).to_numpy(), list(EXPOSURE_BINS) + [np.inf], right=False,
-                          labels=labels)
+            seen = pd.cut(exposure.reindex(test["example"]).to_numpy(), [*EXPOSURE_BINS.values(), np.inf],
+                          right=False, labels=list(EXPOSURE_BINS))
             abst = test["idk"].eq(True).groupby(seen, observed=False).mean()
-            row.update({f"abstains, exposures {b} %": 100 * float(abst.get(b, np.nan)) for b in labels})
+            row.update({f"abstains, exposures {b} %": 100 * float(abst.get(b, np.nan)) for b in EXPOSURE_BINS})
         rows[duration] = row
     return pd.DataFrame(rows).T.round(1)
 
