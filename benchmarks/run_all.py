@@ -1,5 +1,5 @@
 """Run every benchmark (``make bench``): SliCK, the SliCK command, training and evaluation, grouped
-fine-tuning, bf16 autocast, book chapters.
+fine-tuning, bf16 autocast, book chapters, the pretraining-length curve (its built points).
 
 Each script prints its tables and writes CSV files to ``benchmarks/results/``.
 Extra arguments go to every script that accepts them, e.g. ``--quick``:
@@ -23,7 +23,11 @@ QUICK = {
     "bench_grouped.py": ["--size", "100", "--eval-n", "540"],
     "bench_bf16.py": ["--steps", "1", "--repeats", "1", "--n", "10"],
     "bench_book.py": [],
+    "bench_pretrain_length.py": [],
 }
+# Arguments every run gets: the pretraining-length curve reports the lengths already pretrained
+# (each new one is a pretraining of minutes; `python benchmarks/bench_pretrain_length.py` builds them).
+ALWAYS = {"bench_pretrain_length.py": ["--cached-only"]}
 
 
 def main() -> int:
@@ -32,7 +36,7 @@ def main() -> int:
     for script, small in QUICK.items():
         print(f"\n=== {script} ===", flush=True)
         t = time.time()
-        rc = subprocess.run([sys.executable, str(HERE / script), *(small if quick else [])], cwd=HERE.parent).returncode
+        rc = subprocess.run([sys.executable, str(HERE / script), *(small if quick else []), *ALWAYS.get(script, [])], cwd=HERE.parent).returncode
         print(f"=== {script}: {'ok' if rc == 0 else f'failed ({rc})'} in {time.time() - t:.0f} s", flush=True)
         if rc:
             failed.append(script)

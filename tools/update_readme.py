@@ -25,7 +25,7 @@ BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 BENCH = ROOT / "benchmarks" / "results"
 # The Performance section's tables, in the order the README explains them.
 BENCH_ORDER = ("bench_book", "bench_slick", "bench_slick_tool", "bench_train", "bench_eval", "bench_grouped",
-               "bench_grouped_epoch", "bf16")
+               "bench_grouped_epoch", "bf16", "bench_pretrain_length")
 
 
 def replace_block(text: str, start: str, end: str, body: str) -> str:
