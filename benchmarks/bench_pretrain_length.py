@@ -22,7 +22,7 @@ are not re-measured here and decide adoption in a book build.
 
 Each new point costs a pretraining (the quick world's 14 passes: ~13 min on 2 idle cores);
 points already built come from the artifacts cache (``NEWKNOWLEDGE_ARTIFACTS``).  ``--cached-only``
-(``make bench`` with ``--quick``) reports the built points and skips the rest.
+(what ``make bench`` runs) reports the built points and skips the rest.
 """
 
 from __future__ import annotations
@@ -38,28 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import report
 
 
-def study_for(profile: str, passes: float):
+def study_for(profile: str, passes: float | None = None):
+    """The profile's study, pretrained for ``passes`` passes (None: the profile's own)."""
     from newknowledge import config
 
-    return config.from_params(
-        dict(config.load_profile(profile), pretrain_passes=passes)
-    )
+    params = config.load_profile(profile)
+    return config.from_params(params if passes is None else dict(params, pretrain_passes=passes))
 
 
 def built(study) -> bool:
     """Whether this world's model is in the artifacts cache (the world's facts are cheap to make)."""
-    import dataclasses
+    from newknowledge import pretrain, store
 
-    from newknowledge import store
-
-    config = {
-        "stage": "pretrain",
-        "world": dataclasses.asdict(study.world),
-        "pretrain": dataclasses.asdict(study.pretrain),
-    }
-    return store.is_done(
-        store.stage_dir("pretrain", config)
-    )  # the key of pretrain.build
+    return store.is_done(pretrain.artifact(study.world, study.pretrain)[0])
 
 
 def measure(profile: str, passes: float, default: float) -> dict:
@@ -71,32 +62,23 @@ def measure(profile: str, passes: float, default: float) -> dict:
     table = prep.table.assign(seed=study.study.seeds[0])
     stats = json.loads((Path(prep.model_path).parent / "stats.json").read_text())
     checks = knowledge.checks(table)
-    train = table[table["split"] == "train"]
-    seen = table[
-        table["split"].isin(["train", "test", "ood_test"])
-        & table["exposures"].between(5, 8)
-    ]
+    facts = table[table["split"].isin(["train", "test", "ood_test"])]
     try:
         size = prep.size
-    except (
-        variants.VariantError
-    ):  # too few examples of some category for the paper's rule
+    except variants.VariantError:  # too few examples of some category for the paper's rule
         size = 0
     base = analysis.popular_answer_baseline(table, "test")
+    shares = categories.split_shares(table, "train")
     return {
-        "passes": passes,
-        "vs default": passes / default,
-        "steps": stats["steps"],
-        "train tokens (M)": stats["train_tokens"] / 1e6,
-        "final loss": stats["final_loss"],
+        "passes": passes, "vs default": passes / default, "steps": stats["steps"],
+        "train tokens (M)": stats["train_tokens"] / 1e6, "final loss": stats["final_loss"],
         "pretrain s": stats["seconds"],
         "probe test %": 100 * table.loc[table["split"] == "test", "p_greedy"].mean(),
         "popular answer %": 100 * float(base.iloc[-1]["baseline"]),
-        "HK train %": 100 * categories.split_shares(table, "train")["HighlyKnown"],
-        "HK at 5-8 exp. %": 100 * (seen["category"] == "HighlyKnown").mean(),
-        "Unk train %": 100 * (train["category"] == "Unknown").mean(),
-        "|D|": size,
-        "min |D|": study.finetune.min_dataset_size,
+        "HK train %": 100 * shares["HighlyKnown"],
+        "HK at 5-8 exp. %": 100 * (facts.loc[facts["exposures"].between(5, 8), "category"] == "HighlyKnown").mean(),
+        "Unk train %": 100 * shares["Unknown"],
+        "|D|": size, "min |D|": study.finetune.min_dataset_size,
         "checks held": f"{sum(bool(c.holds) for c in checks)}/{len(checks)}",
         "failing": ", ".join(c.key for c in checks if c.holds is False) or "-",
     }
@@ -111,60 +93,35 @@ def keeps_world(df: pd.DataFrame, default: float, share: float = 0.9) -> list[bo
     def failing(r) -> set:
         return set(r["failing"].split(", ")) - {"-"}
 
-    return [
-        bool(
-            failing(r) <= failing(ref)
-            and r["|D|"] >= r["min |D|"]
-            and r["probe test %"] >= share * ref["probe test %"]
-        )
-        for _, r in df.iterrows()
-    ]
+    return [bool(failing(r) <= failing(ref) and r["|D|"] >= r["min |D|"]
+                 and r["probe test %"] >= share * ref["probe test %"]) for _, r in df.iterrows()]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--passes", type=float, nargs="+", default=[7, 10, 14, 20])
-    ap.add_argument(
-        "--cached-only",
-        action="store_true",
-        help="report only the points already pretrained",
-    )
+    ap.add_argument("--cached-only", action="store_true", help="report only the points already pretrained")
     args = ap.parse_args()
-    from newknowledge import config
-
-    default = config.from_params(
-        config.load_profile(args.profile)
-    ).pretrain.pretrain_passes
+    default = study_for(args.profile).pretrain.pretrain_passes
     points = sorted(set(args.passes) | {default})
     if args.cached_only:
         skipped = [p for p in points if not built(study_for(args.profile, p))]
         points = [p for p in points if p not in skipped]
         if skipped:
-            print(
-                f"not pretrained yet, skipped (--cached-only): {', '.join(f'{p:g}' for p in skipped)} passes"
-            )
+            print(f"not pretrained yet, skipped (--cached-only): {', '.join(f'{p:g}' for p in skipped)} passes")
         if default not in points:
-            print(
-                f"the {args.profile} world's default model is not built: nothing to compare against"
-            )
+            print(f"the {args.profile} world's default model is not built: nothing to compare against")
             return
-    rows = [measure(args.profile, p, default) for p in points]
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([measure(args.profile, p, default) for p in points])
     df["keeps the world"] = keeps_world(df, default)
-    report(
-        df,
-        "bench_pretrain_length",
-        f"Pretraining length: the {args.profile} world's chapter-1 checks against passes over the corpus "
-        f"(default {default:g})",
-    )
+    report(df, "bench_pretrain_length", f"Pretraining length: the {args.profile} world's chapter-1 checks "
+           f"against passes over the corpus (default {default:g})")
     kept = df[df["keeps the world"]]
     if len(kept):
         best = kept.sort_values("passes").iloc[0]
-        print(
-            f"\ncheapest length that keeps the world: {best['passes']:g} passes "
-            f"({best['steps']} steps, {best['vs default']:.2f}x the default's cost)"
-        )
+        print(f"\ncheapest length that keeps the world: {best['passes']:g} passes ({best['steps']} steps, "
+              f"{best['vs default']:.2f}x the default's passes)")
     else:
         print("\nno length keeps the world (not even the default: see 'failing')")
 

@@ -182,16 +182,21 @@ def train(facts: pd.DataFrame, cfg: PretrainConfig, out: Path) -> dict:
     }
 
 
+def artifact(world_cfg: WorldConfig, cfg: PretrainConfig) -> tuple[Path, dict]:
+    """Where the model of these configs is cached (it may not exist yet), and the config keying it."""
+    # The thread count stays in the key: it changes float rounding in the last bits, and that is
+    # enough to move one-seed results by a point or two downstream.
+    config = {"stage": "pretrain", "world": dataclasses.asdict(world_cfg), "pretrain": dataclasses.asdict(cfg)}
+    return store.stage_dir("pretrain", config), config
+
+
 def build(world_cfg: WorldConfig, cfg: PretrainConfig, facts: pd.DataFrame) -> Path:
     """Pretrain (cached by the hash of both configs); return the model folder.
 
     ``facts`` holds every fact of the world with its ``exposures`` (facts with
     0 exposures never enter the corpus).
     """
-    # The thread count stays in the key: it changes float rounding in the last bits, and that is
-    # enough to move one-seed results by a point or two downstream.
-    config = {"stage": "pretrain", "world": dataclasses.asdict(world_cfg), "pretrain": dataclasses.asdict(cfg)}
-    path = store.stage_dir("pretrain", config)
+    path, config = artifact(world_cfg, cfg)
     if not store.is_done(path):
         with store.building(path, config) as tmp:
             stats = train(facts, cfg, tmp)
