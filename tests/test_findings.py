@@ -120,7 +120,8 @@ def test_readme_summary_and_update(tmp_path, monkeypatch):
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
     findings.save_summary([(2, c)], "quick")
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- findings:start -->\nSTALE TEXT\n<!-- findings:end -->\nmiddle\n"
+    readme.write_text("intro\n<!-- findings:quick:start -->\nSTALE TEXT\n<!-- findings:quick:end -->\nmiddle\n"
+                      "<!-- findings:full:start -->\nFULL TEXT\n<!-- findings:full:end -->\n"
                       "<!-- bench:start -->\nOLD TABLE\n<!-- bench:end -->\nrest\n")
     tool = Path(__file__).resolve().parents[1] / "tools" / "update_readme.py"
     bench = tmp_path / "results"
@@ -130,6 +131,7 @@ def test_readme_summary_and_update(tmp_path, monkeypatch):
     assert out.returncode == 0, out.stderr
     new = readme.read_text()
     assert "STALE TEXT" not in new and "claim X" in new and new.startswith("intro") and new.endswith("rest\n")
+    assert "FULL TEXT" in new  # another profile's block is left as it was
     assert "OLD TABLE" in new and "no benchmark tables" in out.stdout  # nothing measured: left as it was
     (bench / "bf16.md").write_text("**bf16** table B\n")
     (bench / "bench_book.md").write_text("**book** table A\n")
@@ -138,3 +140,10 @@ def test_readme_summary_and_update(tmp_path, monkeypatch):
     new = readme.read_text()
     assert "OLD TABLE" not in new and "not a Performance" not in new
     assert new.index("table A") < new.index("table B") < new.index("rest")  # in BENCH_ORDER, inside the markers
+    findings.save_summary([(2, c)], "full")
+    assert subprocess.run(run + ["--profile", "full"], capture_output=True, text=True).returncode == 0
+    new = readme.read_text()
+    assert "FULL TEXT" not in new and "last `full` build" in new and "last `quick` build" in new
+    findings.save_summary([(2, c)], "paper")  # a profile the README has no block for: a clear error
+    out = subprocess.run(run + ["--profile", "paper"], capture_output=True, text=True)
+    assert out.returncode == 2 and "findings:paper:start" in out.stderr and readme.read_text() == new

@@ -3,9 +3,9 @@
     python tools/update_readme.py [--profile quick]
 
 The findings page (notebooks/08_findings.ipynb) saves the summary of its checks to
-``<artifacts>/findings/<profile>.md``; this script copies it into README.md (between the
-``findings`` markers), so the README's "what reproduces" paragraph says what the last
-build's findings page says.  Every benchmark script (``make bench``) writes its table as
+``<artifacts>/findings/<profile>.md``; this script copies it into README.md (between that
+profile's ``findings`` markers, see :func:`findings_markers`), so the README's "what
+reproduces" section says what the last build of each profile's findings page says.  Every benchmark script (``make bench``) writes its table as
 ``benchmarks/results/<name>.md``; those present are copied between the ``bench``
 markers, in :data:`BENCH_ORDER`, so no number of the Performance section is typed by hand.
 """
@@ -20,12 +20,16 @@ from pathlib import Path
 from newknowledge import store
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- findings:start -->", "<!-- findings:end -->"
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 BENCH = ROOT / "benchmarks" / "results"
 # The Performance section's tables, in the order the README explains them.
 BENCH_ORDER = ("bench_book", "bench_slick", "bench_slick_tool", "bench_train", "bench_eval", "bench_grouped",
                "bench_grouped_epoch", "bf16", "bench_pretrain_length")
+
+
+def findings_markers(profile: str) -> tuple[str, str]:
+    """The README markers around ``profile``'s findings summary (quick's and full's are in the README)."""
+    return f"<!-- findings:{profile}:start -->", f"<!-- findings:{profile}:end -->"
 
 
 def replace_block(text: str, start: str, end: str, body: str) -> str:
@@ -51,11 +55,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     text = args.readme.read_text()
-    for start, end in ((START, END), (BENCH_START, BENCH_END)):
-        if start not in text or end not in text:
-            print(f"error: {args.readme} lacks the markers {start} ... {end}", file=sys.stderr)
+    start, end = findings_markers(args.profile)
+    for marks in ((start, end), (BENCH_START, BENCH_END)):
+        if not all(m in text for m in marks):
+            print(f"error: {args.readme} lacks the markers {marks[0]} ... {marks[1]}", file=sys.stderr)
             return 2
-    text = replace_block(text, START, END, summary.read_text())
+    text = replace_block(text, start, end, summary.read_text())
     print(f"README: findings summary of profile {args.profile!r} written")
     bench = bench_block(args.bench)
     if bench is None:
