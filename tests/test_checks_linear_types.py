@@ -114,6 +114,20 @@ def test_maybeknown_above_highlyknown_on_maybeknown_questions():
     assert types.maybeknown_above_highlyknown(_t2(hk=ones(0.5))).holds is False
 
 
+def test_maybeknown_checks_with_too_few_questions_are_not_decidable_there():
+    # A world whose test set holds a single MaybeKnown question (a tiny world can): App. I's test
+    # cannot run on it, so the check is not decidable there instead of stopping the chapter.
+    one = _t2(hk=_hk_run_on_mk(30))
+    test_mk = (one["split"] == "test") & (one["category"] == "MaybeKnown")
+    one.loc[test_mk & (one["example"] != one.loc[test_mk, "example"].min()), "category"] = "WeaklyKnown"
+    check = types.maybeknown_above_highlyknown(one)
+    assert check.holds is None and "fewer than 4 MaybeKnown test questions in seed 0" in check.ours
+    # with a second world that has them, that world decides and the first still counts against "every seed"
+    two = pd.concat([one, _t2(hk=_hk_run_on_mk(30)).assign(seed=1)], ignore_index=True)
+    check = types.maybeknown_above_highlyknown(two)
+    assert check.holds is False and "holds in 1/2" in check.ours and "in seed 0:" in check.ours
+
+
 def test_natural_below_maybeknown_at_convergence():
     assert types.natural_below_maybeknown(_t2()).holds
     assert types.natural_below_maybeknown(_t2(natural_conv=ones(0.5))).holds is False

@@ -60,10 +60,18 @@ def maybeknown_best(sig: dict, duration: str) -> Check:
 
 
 def _paired(records: pd.DataFrame, duration: str, a: str, b: str, subset: str | None = None) -> dict:
-    """Per seed, App. I's test of variant ``a`` minus ``b`` at ``duration`` (optionally one test category)."""
+    """Per seed, App. I's test of variant ``a`` minus ``b`` at ``duration`` (optionally one test category);
+    None for a seed with fewer than 4 such questions (App. I's chunks need them): not decidable there."""
     rec = records if subset is None else records[records["category"] == subset]
     wide = analysis.correct_at(rec, duration)
-    return {s: significance.chunked_mean(v, seed=s) for s, v in per_seed(wide, lambda r: r[a] - r[b]).items()}
+    return {s: significance.chunked_mean(v, seed=s) if len(v) >= 4 else None
+            for s, v in per_seed(wide, lambda r: r[a] - r[b]).items()}
+
+
+def _too_few(per: dict, what: str) -> str:
+    """The note on the seeds a check could not decide for want of questions ("" when none)."""
+    seeds = [str(s) for s, (_, holds) in per.items() if holds is None]
+    return f"; fewer than 4 {what} in seed {', '.join(seeds)}: not decidable there" if seeds else ""
 
 
 def highlyknown_below_best(records: pd.DataFrame, sig: dict) -> Check:
@@ -100,8 +108,10 @@ def maybeknown_above_highlyknown(records: pd.DataFrame) -> Check:
     for d in DURATIONS:
         for s, m in _paired(records, d, "MaybeKnown", "HighlyKnown", "MaybeKnown").items():
             prev = per.get(s, (0.0, True))
-            per[s] = (prev[0] + m.mean / len(DURATIONS), prev[1] and m.mean > 0 and m.p_greater() < ALPHA)
+            per[s] = ((np.nan, None) if m is None or prev[1] is None else
+                      (prev[0] + m.mean / len(DURATIONS), prev[1] and m.mean > 0 and m.p_greater() < ALPHA))
     text, ok = across(per, lambda v: pct(v, True))
+    text += _too_few(per, "MaybeKnown test questions")
     p = paper.TABLE2
     return Check("types.mk_vs_hk", 5, "finding", "on MaybeKnown test questions D_MaybeKnown beats D_HighlyKnown "
                  "(Sec. 5, Table 2)", "D_MaybeKnown - D_HighlyKnown on MaybeKnown questions, paired (mean of both "
@@ -117,9 +127,10 @@ def natural_below_maybeknown(records: pd.DataFrame) -> Check:
     Statistic: D_Natural minus D_MaybeKnown at CONVERGENCE, paired.  Threshold: negative with
     one-sided p < 0.05, in every seed.
     """
-    tests = _paired(records, "CONVERGENCE", "natural", "MaybeKnown")
-    text, ok = across({s: (m.mean, m.mean < 0 and m.p_less() < ALPHA) for s, m in tests.items()},
-                      lambda v: pct(v, True))
+    per = {s: (np.nan, None) if m is None else (m.mean, m.mean < 0 and m.p_less() < ALPHA)
+           for s, m in _paired(records, "CONVERGENCE", "natural", "MaybeKnown").items()}
+    text, ok = across(per, lambda v: pct(v, True))
+    text += _too_few(per, "test questions")
     p = paper.TABLE2[("CONVERGENCE", "All")]
     return Check("types.natural", 5, "finding", "CONVERGENCE: D_Natural is below D_MaybeKnown (Sec. 5, Table 2)",
                  "D_Natural - D_MaybeKnown at CONVERGENCE, paired", "negative, one-sided p < 0.05, every seed",
