@@ -74,3 +74,22 @@ def test_a_missing_notebook_is_one_line_too(tmp_path):
     out = _run(tmp_path, "nope.ipynb", "out.ipynb")
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith("error: nope.ipynb: ")
+
+
+def test_parameters_in_papermill_order_and_a_list_from_yaml_text(tmp_path):
+    # -p reads a value as papermill does (a list stays a string); -y gives lists, as papermill's -y.
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_notebook", ROOT / "tools" / "run_notebook.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("pct_unknown: [0, 50, 100]\nn_train: 130\nft_lr: 0.001\n")
+    args = argparse.Namespace(parameters_file=[str(profile)], parameters_raw=[("profile", "wide")],
+                              parameters_yaml=["pct_unknown: [0, 25, 50, 75, 100]\nn_train: 220"],
+                              parameters=[("n_train", "300")])
+    assert tool.parameters(args) == {"pct_unknown": [0, 25, 50, 75, 100], "n_train": 300, "ft_lr": 0.001,
+                                     "profile": "wide"}
+    args.parameters = [("pct_unknown", "[0, 100]")]
+    assert tool.parameters(args)["pct_unknown"] == "[0, 100]"

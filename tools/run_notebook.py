@@ -1,10 +1,11 @@
 """Execute one notebook with papermill, the way ``make book`` shows it in a terminal.
 
-    python tools/run_notebook.py NOTEBOOK OUTPUT [-f PROFILE.yaml] [-p NAME VALUE]... [-r NAME VALUE]...
+    python tools/run_notebook.py NOTEBOOK OUTPUT [-f PROFILE.yaml] [-y YAML] [-p NAME VALUE]... [-r NAME VALUE]...
 
-Options as papermill's own (``-f`` files first, then ``-r`` raw strings, then
-``-p`` values read as papermill reads them: ``60`` an int, ``1e-4`` a float),
-so ``make book PARAMS="-p ft_lr 1e-4"`` works as before. What differs from
+Options as papermill's own (``-f`` files first, then ``-y`` YAML text, then
+``-r`` raw strings, then ``-p`` values read as papermill reads them: ``60`` an
+int, ``1e-4`` a float), so ``make book PARAMS="-p ft_lr 1e-4"`` works as
+before; a list needs ``-y``: ``PARAMS="-y 'pct_unknown: [0, 25, 50, 75, 100]'"``. What differs from
 the ``papermill`` command is what the terminal shows:
 
 - instead of papermill's cell counter, which stands still for minutes on a
@@ -40,10 +41,12 @@ def resolve(value: str):
 
 
 def parameters(args: argparse.Namespace) -> dict:
-    """Files first, then raw values, then typed values; later ones win (papermill's order)."""
+    """Files first, then YAML text, then raw values, then typed values; later ones win (papermill's order)."""
     out: dict = {}
     for path in args.parameters_file or []:
         out.update(yaml.safe_load(Path(path).read_text()) or {})
+    for text in args.parameters_yaml or []:
+        out.update(yaml.safe_load(text) or {})
     out.update({name: value for name, value in args.parameters_raw or []})
     out.update({name: resolve(value) for name, value in args.parameters or []})
     return out
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebook", type=Path)
     parser.add_argument("output", type=Path)
     parser.add_argument("-f", "--parameters-file", action="append", metavar="YAML")
+    parser.add_argument("-y", "--parameters-yaml", action="append", metavar="YAML")
     parser.add_argument("-p", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"))
     parser.add_argument("-r", "--parameters-raw", nargs=2, action="append", metavar=("NAME", "VALUE"))
     parser.add_argument("-k", "--kernel", default="python3")
