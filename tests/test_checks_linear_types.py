@@ -126,6 +126,15 @@ def test_maybeknown_checks_with_too_few_questions_are_not_decidable_there():
     two = pd.concat([one, _t2(hk=_hk_run_on_mk(30)).assign(seed=1)], ignore_index=True)
     check = types.maybeknown_above_highlyknown(two)
     assert check.holds is False and "holds in 1/2" in check.ours and "in seed 0:" in check.ours
+    assert "across 1 of 2 seeds" in check.ours and "points; fewer than 4" in check.ours
+    # a world with no MaybeKnown test question at all is named too, not dropped
+    none = one[~((one["split"] == "test") & (one["category"] == "MaybeKnown"))]
+    check = types.maybeknown_above_highlyknown(pd.concat([none, two[two["seed"] == 1]], ignore_index=True))
+    assert check.holds is False and "in seed 0:" in check.ours
+    # D_Natural against D_MaybeKnown on a test set of three questions: not decidable
+    three = one[(one["split"] != "test") | (one["example"] < one.loc[one["split"] == "test", "example"].min() + 3)]
+    check = types.natural_below_maybeknown(three)
+    assert check.holds is None and "fewer than 4 test questions in seed 0" in check.ours
 
 
 def test_natural_below_maybeknown_at_convergence():

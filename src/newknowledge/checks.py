@@ -84,8 +84,10 @@ def across(per_seed: dict[int, tuple[float, bool | None]], fmt: Callable[[float]
     if len(per_seed) == 1:
         text = fmt(values[0])
     else:
-        m, lo, hi = mean_ci(values[np.isfinite(values)]) if np.isfinite(values).any() else (np.nan,) * 3
-        text = f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}] across {len(values)} seeds, holds in {sum(decided)}/{len(verdicts)}"
+        finite = values[np.isfinite(values)]
+        m, lo, hi = mean_ci(finite) if len(finite) else (np.nan,) * 3
+        over = f"{len(values)}" if len(finite) == len(values) else f"{len(finite)} of {len(values)}"
+        text = f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}] across {over} seeds, holds in {sum(decided)}/{len(verdicts)}"
     holds = None if not decided else (len(decided) == len(verdicts) and all(decided))
     return text, holds
 

@@ -63,9 +63,9 @@ def _paired(records: pd.DataFrame, duration: str, a: str, b: str, subset: str | 
     """Per seed, App. I's test of variant ``a`` minus ``b`` at ``duration`` (optionally one test category);
     None for a seed with fewer than 4 such questions (App. I's chunks need them): not decidable there."""
     rec = records if subset is None else records[records["category"] == subset]
-    wide = analysis.correct_at(rec, duration)
-    return {s: significance.chunked_mean(v, seed=s) if len(v) >= 4 else None
-            for s, v in per_seed(wide, lambda r: r[a] - r[b]).items()}
+    values = per_seed(analysis.correct_at(rec, duration), lambda r: r[a] - r[b]) if len(rec) else {}
+    return {int(s): significance.chunked_mean(values[s], seed=int(s)) if len(values.get(s, ())) >= 4 else None
+            for s in sorted(records["seed"].unique())}
 
 
 def _too_few(per: dict, what: str) -> str:
@@ -111,13 +111,13 @@ def maybeknown_above_highlyknown(records: pd.DataFrame) -> Check:
             per[s] = ((np.nan, None) if m is None or prev[1] is None else
                       (prev[0] + m.mean / len(DURATIONS), prev[1] and m.mean > 0 and m.p_greater() < ALPHA))
     text, ok = across(per, lambda v: pct(v, True))
-    text += _too_few(per, "MaybeKnown test questions")
+    text = f"{text} points" + _too_few(per, "MaybeKnown test questions")
     p = paper.TABLE2
     return Check("types.mk_vs_hk", 5, "finding", "on MaybeKnown test questions D_MaybeKnown beats D_HighlyKnown "
                  "(Sec. 5, Table 2)", "D_MaybeKnown - D_HighlyKnown on MaybeKnown questions, paired (mean of both "
                  "durations)", "positive, one-sided p < 0.05 at both durations, every seed",
                  f"{p.loc['D_MaybeKnown', ('EARLY_STOP', 'MaybeKnown')]} vs "
-                 f"{p.loc['D_HighlyKnown', ('EARLY_STOP', 'MaybeKnown')]} (EARLY_STOP)", f"{text} points", ok)
+                 f"{p.loc['D_HighlyKnown', ('EARLY_STOP', 'MaybeKnown')]} (EARLY_STOP)", text, ok)
 
 
 def natural_below_maybeknown(records: pd.DataFrame) -> Check:
@@ -130,11 +130,11 @@ def natural_below_maybeknown(records: pd.DataFrame) -> Check:
     per = {s: (np.nan, None) if m is None else (m.mean, m.mean < 0 and m.p_less() < ALPHA)
            for s, m in _paired(records, "CONVERGENCE", "natural", "MaybeKnown").items()}
     text, ok = across(per, lambda v: pct(v, True))
-    text += _too_few(per, "test questions")
+    text = f"{text} points" + _too_few(per, "test questions")
     p = paper.TABLE2[("CONVERGENCE", "All")]
     return Check("types.natural", 5, "finding", "CONVERGENCE: D_Natural is below D_MaybeKnown (Sec. 5, Table 2)",
                  "D_Natural - D_MaybeKnown at CONVERGENCE, paired", "negative, one-sided p < 0.05, every seed",
-                 f"{p['D_Natural']} vs {p['D_MaybeKnown']}", f"{text} points", ok)
+                 f"{p['D_Natural']} vs {p['D_MaybeKnown']}", text, ok)
 
 
 def collapse(records: pd.DataFrame) -> Check:
