@@ -127,6 +127,13 @@ PROSE = {
     "always": "P(True) asks the model to judge a proposed answer; SliCK watches what the model answers under "
               "random few-shot prompts. The comparison is made at equal shares of the test set, so neither "
               "method wins by labelling fewer questions Unknown.",
+    "slick.estimators:fails": "The estimators part where a category hangs on chance: a question whose 160 "
+                              "samples would hold a correct answer with a probability far from 0 and 1 is "
+                              "WeaklyKnown or Unknown by luck, and one answered greedily under 9 of 10 prompts is "
+                              "MaybeKnown or HighlyKnown by one prompt. In the quick world the sampling estimator "
+                              "with another seed disagrees with itself at least as often (research-log.md, E9), "
+                              "so this threshold, set from its agreement with itself on another world, asks more "
+                              "of the exact estimator than sampling gives here.",
 }
 
 
