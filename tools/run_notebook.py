@@ -5,8 +5,8 @@
 Options as papermill's own (``-f`` files first, then ``-y`` YAML text, then
 ``-r`` raw strings, then ``-p`` values read as papermill reads them: ``60`` an
 int, ``1e-4`` a float), so ``make book PARAMS="-p ft_lr 1e-4"`` works as
-before; a list needs ``-y``: ``PARAMS="-y 'pct_unknown: [0, 25, 50, 75, 100]'"``. What differs from
-the ``papermill`` command is what the terminal shows:
+before; a list needs ``-y``: ``PARAMS="-y 'pct_unknown: [0, 25, 50, 75, 100]'"``.
+What differs from the ``papermill`` command is what the terminal shows:
 
 - instead of papermill's cell counter, which stands still for minutes on a
   cell that pretrains or fine-tunes, the package's own progress bars

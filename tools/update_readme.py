@@ -5,8 +5,8 @@
 The findings page (notebooks/08_findings.ipynb) saves the summary of its checks to
 ``<artifacts>/findings/<profile>.md``; this script copies it into README.md (between that
 profile's ``findings`` markers, see :func:`findings_markers`), so the README's "what
-reproduces" section says what the last build of each profile's findings page says.  Every benchmark script (``make bench``) writes its table as
-``benchmarks/results/<name>.md``; those present are copied between the ``bench``
+reproduces" section says what the last build of each profile's findings page says.  Every
+benchmark script (``make bench``) writes its table as ``benchmarks/results/<name>.md``; those present are copied between the ``bench``
 markers, in :data:`BENCH_ORDER`, so no number of the Performance section is typed by hand.
 """
 

@@ -177,8 +177,9 @@ PROSE = {
     "speed.format:fails": "The model answers in the new format, but brings out only part of what it knows through "
                           "it: HighlyKnown facts are ones it answers under every 4-shot prompt, yet at EARLY_STOP it "
                           "answers only the share above of those dev questions. The paper's model answers 95-99% of "
-                          "its HighlyKnown test questions at EARLY_STOP; in this small model, extraction in a format pretraining never wrote stays partial "
-                          "(research-log.md, E4-E6), so its EARLY_STOP models use part of their knowledge.",
+                          "its HighlyKnown test questions at EARLY_STOP; in this small model, extraction in a format "
+                          "pretraining never wrote stays partial (research-log.md, E4-E6), so its EARLY_STOP models "
+                          "use part of their knowledge.",
 }
 
 
