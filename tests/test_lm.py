@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from newknowledge import config, lm, pretrain, slick
+from newknowledge import config, lm, pretrain, slick, world
 from newknowledge.metrics import exact_match
 
 
@@ -122,3 +122,18 @@ def test_a_file_given_as_the_model_says_it_is_a_file(tmp_path):
 @pytest.mark.parametrize("name", ["gpt2", "meta-llama/Llama-3.1-8B", "EleutherAI/pythia-70m"])
 def test_hub_ids_pass_the_name_check(name):
     assert lm.check_model_name(name) is None
+
+
+def test_pretraining_cut_off_resumes_to_the_same_model(tiny_study, tiny_world, tmp_path):
+    # A build killed halfway continues from its checkpoint and ends with the uncut build's weights.
+    facts = world.generate(tiny_study.world)
+    whole = pretrain.train(facts, tiny_study.pretrain, tmp_path / "whole")
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    assert pretrain.train(facts, tiny_study.pretrain, cut, resume=cut, stop_after=7) == {}
+    assert (cut / "checkpoint.pt").exists() and not (cut / "model").exists()
+    resumed = pretrain.train(facts, tiny_study.pretrain, cut, resume=cut)
+    assert resumed["steps"] == whole["steps"] and resumed["final_loss"] == whole["final_loss"]
+    a = lm.load(str(tmp_path / "whole" / "model"), device="cpu")[0].state_dict()
+    b = lm.load(str(cut / "model"), device="cpu")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -130,8 +131,33 @@ def lr_at(step: int, total: int, cfg: PretrainConfig) -> float:
     return cfg.pretrain_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(facts: pd.DataFrame, cfg: PretrainConfig, out: Path) -> dict:
+# A pretraining checkpoint is written at most this often (wall seconds): a cut-off build loses minutes.
+CHECKPOINT_SECONDS = 120.0
+
+
+def _save_checkpoint(ckpt: Path, model, opt, step: int, pass_state: dict, offset: int, log: list,
+                     seconds: float) -> None:
+    """Model, optimizer, step and data position, written atomically (temporary file, then rename)."""
+    tmp = ckpt.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "pass_state": pass_state,
+                "offset": offset, "log": log, "seconds": seconds}, tmp)
+    tmp.replace(ckpt)
+
+
+def train(facts: pd.DataFrame, cfg: PretrainConfig, out: Path, resume: Path | None = None,
+          stop_after: int | None = None) -> dict:
     """Build the corpus, train tokenizer and model, save both to ``out``.
+
+    Args:
+        facts: every fact of the world with its ``exposures``.
+        cfg: the pretraining config.
+        out: folder to write the model, tokenizer, loss curve and corpus sample into.
+        resume: folder for the checkpoint (``checkpoint.pt``, every
+            :data:`CHECKPOINT_SECONDS`); a checkpoint found there is continued
+            from, so a cut-off build resumes with the same batches and gives the
+            same model as an uncut one.
+        stop_after: stop after this many steps in this call, leaving the
+            checkpoint (tests simulate a kill); returns ``{}``.
 
     Returns:
         Training statistics (tokens, parameters, seconds, final loss).
@@ -147,14 +173,27 @@ def train(facts: pd.DataFrame, cfg: PretrainConfig, out: Path) -> dict:
     per_step = cfg.block_size * cfg.pretrain_batch
     total = max(1, int(cfg.pretrain_passes * n_tokens / per_step))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, betas=(0.9, 0.98), weight_decay=0.01)
+    log, step, offset, before = [], 0, 0, 0.0  # before: seconds spent in earlier calls
+    ckpt = resume / "checkpoint.pt" if resume is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, offset, log, before = state["step"], state["offset"], state["log"], state["seconds"]
+        rng.bit_generator.state = state["pass_state"]  # the data order of the pass it was cut in
     model.train()
-    log, step, t0 = [], 0, time.time()
-    bar = tqdm(total=total, desc="pretraining", unit="step")
+    t0, saved, run_steps = time.time(), time.time(), 0
+    bar = tqdm(total=total, initial=step, desc="pretraining", unit="step")
     while step < total:
+        pass_state = rng.bit_generator.state  # each pass shuffles with the rng as it stands here
         blocks = _blocks(doc_ids, tokenizer.eos_token_id, cfg.block_size, rng)
-        for i in range(0, len(blocks) - cfg.pretrain_batch + 1, cfg.pretrain_batch):
+        for i in range(offset, len(blocks) - cfg.pretrain_batch + 1, cfg.pretrain_batch):
             if step >= total:
                 break
+            if stop_after is not None and run_steps >= stop_after:
+                _save_checkpoint(ckpt, model, opt, step, pass_state, i, log, before + time.time() - t0)
+                bar.close()
+                return {}
             batch = blocks[i : i + cfg.pretrain_batch]  # (batch, block)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, cfg)
@@ -165,10 +204,16 @@ def train(facts: pd.DataFrame, cfg: PretrainConfig, out: Path) -> dict:
             opt.step()
             log.append((step, loss.item()))
             step += 1
+            run_steps += 1
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{np.mean([l for _, l in log[-20:]]):.3f}",
-                                tok_s=f"{step * per_step / (time.time() - t0):.0f}")
+                                tok_s=f"{run_steps * per_step / (time.time() - t0):.0f}")
+            if ckpt is not None and time.time() - saved > CHECKPOINT_SECONDS:
+                _save_checkpoint(ckpt, model, opt, step, pass_state, i + cfg.pretrain_batch, log,
+                                 before + time.time() - t0)
+                saved = time.time()
+        offset = 0
     bar.close()
     model.eval()
     model.save_pretrained(out / "model")
@@ -177,7 +222,7 @@ def train(facts: pd.DataFrame, cfg: PretrainConfig, out: Path) -> dict:
     (out / "corpus_sample.txt").write_text("".join(docs[:20]))
     return {
         "corpus_tokens": n_tokens, "documents": len(docs), "steps": total, "train_tokens": total * per_step,
-        "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.time() - t0, 1),
+        "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(before + time.time() - t0, 1),
         "final_loss": float(np.mean([l for _, l in log[-50:]])),
     }
 
@@ -194,11 +239,15 @@ def build(world_cfg: WorldConfig, cfg: PretrainConfig, facts: pd.DataFrame) -> P
     """Pretrain (cached by the hash of both configs); return the model folder.
 
     ``facts`` holds every fact of the world with its ``exposures`` (facts with
-    0 exposures never enter the corpus).
+    0 exposures never enter the corpus).  A build cut off halfway continues from
+    its checkpoint (``<hash>.partial/``) when called again.
     """
     path, config = artifact(world_cfg, cfg)
     if not store.is_done(path):
+        partial = path.with_name(path.name + ".partial")  # the checkpoint outlives a cut-off build
+        partial.mkdir(parents=True, exist_ok=True)
         with store.building(path, config) as tmp:
-            stats = train(facts, cfg, tmp)
+            stats = train(facts, cfg, tmp, resume=partial)
             store.write_json(tmp / "stats.json", stats)
+        shutil.rmtree(partial, ignore_errors=True)
     return path / "model"
