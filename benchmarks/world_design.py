@@ -28,6 +28,16 @@ goes to ``benchmarks/results/world_design.jsonl``.
     python benchmarks/world_design.py v2 --world-seeds 0 1
     python benchmarks/world_design.py v2 --set ft_lr=1e-4 --set ft_batch=8 --tag lr1e-4
     python benchmarks/world_design.py v2 --stage prepare --exemplars
+
+World v3 (issue 21, research-log E10) screens model sizes, section 4's |D| and
+fine-tuning learning rates on the study world (the default world's size) with
+10-epoch runs of unknown_0 in the paper's format and in the pretraining format
+``qa``; a row per (d_model, |D|, lr, world) goes to
+``benchmarks/results/world_v3.jsonl``, appended as each finishes, and a rerun
+skips what is there (the runs keep their checkpoints, so a 50-epoch run later
+continues them; pretraining resumes from its checkpoint):
+
+    python benchmarks/world_design.py screen --d-model 128 --sizes 0 400 600 --lrs 1e-4 5e-5 3e-5 1e-5
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from newknowledge import analysis, categories, config, finetune, lm, pipeline, prompts, slick
+from newknowledge import analysis, categories, config, finetune, lm, pipeline, prompts, slick, variants
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -221,7 +231,89 @@ def finetune_checks(prep: pipeline.Prepared, variants: list[str], row: dict) -> 
     return rec
 
 
+# The study world of World v3 (research-log E10): the default world's size, one thread per job.
+V3_WORLD = {"n_train": 220, "n_dev": 40, "n_test": 60, "n_ood_test": 60, "pretrain_threads": 1, "ft_threads": 1,
+            "ft_epochs": 50, "workers": 1, "ft_grouped": False}
+# Screening criteria (E10): best HighlyKnown dev accuracy over epochs 1-10 in the paper's format, and the
+# Known-only run in the pretraining format keeping this share of its epoch-0 HighlyKnown dev accuracy.
+SCREEN_HK_BEST, SCREEN_KEEP = 0.85, 0.90
+
+
+def screen_row(rec: pd.DataFrame, epochs: int) -> dict:
+    """The screening numbers of one candidate from its two runs' records (``variant`` paper / qa)."""
+    ep = analysis.epoch_table(rec).set_index(["variant", "epoch"])
+    paper, qa = ep.loc["paper"], ep.loc["qa"]
+    best_epoch = int(paper.loc[1:epochs, "dev_hk"].idxmax())
+    row = {"hk_dev_best": float(paper.loc[best_epoch, "dev_hk"]), "hk_dev_best_epoch": best_epoch,
+           "hk_dev_by_epoch": [round(float(x), 3) for x in paper["dev_hk"]],
+           "qa_hk_dev_0": float(qa.loc[0, "dev_hk"]), "qa_hk_dev_last": float(qa.loc[epochs, "dev_hk"]),
+           "qa_hk_dev_by_epoch": [round(float(x), 3) for x in qa["dev_hk"]],
+           "zero_shot_paper_dev": float(paper.loc[0, "dev"]), "test_by_epoch": [round(float(x), 3) for x in paper["test"]],
+           "train_last": float(paper.loc[epochs, "train"]), "qa_train_last": float(qa.loc[epochs, "train"])}
+    row["qa_keep"] = row["qa_hk_dev_last"] / row["qa_hk_dev_0"]
+    row["pass_s1"] = row["hk_dev_best"] >= SCREEN_HK_BEST
+    row["pass_s2"] = row["qa_keep"] >= SCREEN_KEEP
+    row["survives"] = row["pass_s1"] and row["pass_s2"]
+    return row
+
+
+def screen(args) -> None:
+    """World v3's screening (research-log E10): one pretraining per size and world, then per |D| and lr
+    two 10-epoch unknown_0 runs (paper format, ``qa``), resumable, a row appended as each finishes."""
+    out = RESULTS / "world_v3.jsonl"
+    done = set()
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["kind"], r["d_model"], r.get("section4_size"), r.get("ft_lr"), r["world_seed"]))
+    for ws in args.world_seeds:
+        params = dict(config.load_profile("quick"))
+        params.update(V3_WORLD, d_model=args.d_model, world_seed=ws, pretrain_seed=ws, slick_seed=ws)
+        t0 = time.time()
+        prep = pipeline.prepare(config.from_params(params))
+        if ("prepare", args.d_model, None, None, ws) not in done:
+            row = {"kind": "prepare", "d_model": args.d_model, "world_seed": ws, "rule_D": prep.size,
+                   "prepare_wall_s": round(time.time() - t0, 1), **prepare_checks(prep), **format_check(prep)}
+            with open(out, "a") as f:
+                f.write(json.dumps(row, default=float) + "\n")
+        for size in args.sizes:
+            for lr in args.lrs:
+                key = ("screen", args.d_model, size, lr, ws)
+                if key in done:
+                    continue
+                cfg = dataclasses.replace(prep.study.finetune, ft_lr=lr, section4_size=size)
+                data = variants.build(prep.train, "unknown_0", size=size or prep.size, seed=ws)
+                paths, t1 = [], time.time()
+                for fmt in ("paper", "qa"):
+                    spec = finetune.RunSpec(prep.model_path, "unknown_0", ws,
+                                            dataclasses.replace(cfg, ft_format=fmt), device="cpu")
+                    path = finetune.run_dir(spec, data, prep.evals)
+                    start = max(1, finetune.resume_point(path)[0]) if not (path / "done.json").exists() else 99
+                    if start <= args.epochs:
+                        finetune.train_run(spec, data, prep.evals, stop_after=args.epochs - start + 1)
+                    paths.append(path)
+                rec = pd.concat([finetune.load_records([p]).assign(variant=fmt) for p, fmt in zip(paths, ("paper", "qa"))])
+                rec = rec[rec["epoch"] <= args.epochs]
+                row = {"kind": "screen", "d_model": args.d_model, "section4_size": size, "D": len(data),
+                       "ft_lr": lr, "world_seed": ws, "epochs": args.epochs,
+                       "finetune_wall_s": round(time.time() - t1, 1),
+                       "sec_per_run_epoch": seconds_per_epoch(paths), **screen_row(rec, args.epochs)}
+                print(json.dumps({k: v for k, v in row.items() if not k.endswith("by_epoch")}, default=float))
+                with open(out, "a") as f:
+                    f.write(json.dumps(row, default=float) + "\n")
+
+
 def main() -> None:
+    if len(__import__("sys").argv) > 1 and __import__("sys").argv[1] == "screen":
+        ap = argparse.ArgumentParser(description="World v3 screening (research-log E10)")
+        ap.add_argument("cmd", choices=["screen"])
+        ap.add_argument("--d-model", type=int, required=True)
+        ap.add_argument("--sizes", type=int, nargs="+", default=[0, 400, 600], help="section 4's |D| (0: the rule)")
+        ap.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 5e-5, 3e-5, 1e-5])
+        ap.add_argument("--world-seeds", type=int, nargs="+", default=[0])
+        ap.add_argument("--epochs", type=int, default=10)
+        RESULTS.mkdir(exist_ok=True)
+        return screen(ap.parse_args())
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("candidate", choices=sorted(CANDIDATES))
     ap.add_argument("--world-seeds", type=int, nargs="+", default=[0])

@@ -8,6 +8,9 @@ D - D_Known at every epoch).
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,3 +137,41 @@ def test_gap_by_epoch_pairs_d_with_d_known_at_every_epoch():
     gap = analysis.gap_by_epoch(rec).set_index(["pct_unknown", "epoch"])
     assert gap.loc[(50.0, 0), "gap"] == 0.0 and gap.loc[(50.0, 1), "gap"] == -0.5
     assert 0.0 not in gap.index.get_level_values("pct_unknown")  # X = 0 has no D_Known run of its own
+
+
+def _world_design():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "world_design.py"
+    spec = importlib.util.spec_from_file_location("world_design", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _screen_records(paper_hk: list[float], qa_hk: list[float]) -> pd.DataFrame:
+    """Hand-built records of World v3's two screening runs: 10 HighlyKnown dev questions whose share
+    answered at epoch e is the list's e-th value, one test and one train question per epoch."""
+    rows = []
+    for variant, curve in (("paper", paper_hk), ("qa", qa_hk)):
+        for epoch, share in enumerate(curve):
+            for q in range(10):
+                rows.append((variant, 0, epoch, "dev", q, "HighlyKnown", q < round(10 * share)))
+            rows.append((variant, 0, epoch, "test", 10, "Unknown", False))
+            rows.append((variant, 0, epoch, "train", 11, "HighlyKnown", epoch > 2))
+    return pd.DataFrame(rows, columns=["variant", "seed", "epoch", "split", "example", "category", "correct"])
+
+
+def test_world_v3_screening_keeps_a_candidate_that_learns_the_format_without_erosion():
+    row = _world_design().screen_row(_screen_records([0, .5, .7, .9, .9, .8, .8, .8, .8, .8, .8],
+                                                  [1, 1, .9, .9, .9, .9, .9, .9, .9, .9, .9]), 10)
+    assert row["hk_dev_best"] == 0.9 and row["hk_dev_best_epoch"] == 3 and row["qa_keep"] == 0.9
+    assert row["survives"] and row["train_last"] == 1.0
+
+
+@pytest.mark.parametrize("paper, qa, failed", [
+    ([0, .5, .6, .8, .8, .8, .8, .8, .8, .8, .8], [1] * 11, "pass_s1"),  # format never reaches 85%
+    ([0] + [.9] * 10, [1, 1, .9, .9, .9, .9, .9, .9, .9, .8, .8], "pass_s2"),  # qa run eroded to 80% of epoch 0
+    ([.9] + [.6] * 10, [1] * 11, "pass_s1"),  # epoch 0 does not count: the format must be learned
+])
+def test_world_v3_screening_drops_a_candidate_that_fails_either_criterion(paper, qa, failed):
+    row = _world_design().screen_row(_screen_records(paper, qa), 10)
+    assert not row[failed] and not row["survives"]

@@ -127,6 +127,7 @@ class FinetuneConfig:
     ft_weight_decay: float = 0.0
     pct_unknown: list = field(default_factory=lambda: [0, 25, 50, 75, 100])  # section-4 variants
     dataset_size: int = 0  # |D|; 0: the paper's rule (sum of smallest categories)
+    section4_size: int = 0  # |D| of section 4's variants (unknown_X, known_X, idk_X); 0: dataset_size's |D|
     min_dataset_size: int = 100  # the smallest |D| the study accepts; below it the comparisons lose their meaning
     ft_eval: str = "teacher"  # "teacher" (one forward pass) or "generate"
     ft_eval_batch: int = 128  # questions per evaluation pass; 0: auto (free GPU memory; 128 on CPU)

@@ -129,7 +129,7 @@ RECORDS_VERSION = 2
 
 # Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
 # Without dropout grouped training (grouped.py) writes the same records, up to float rounding.
-_NOT_IN_KEY = ("pct_unknown", "dataset_size", "min_dataset_size", "alt_format", "workers", "executor",
+_NOT_IN_KEY = ("pct_unknown", "dataset_size", "section4_size", "min_dataset_size", "alt_format", "workers", "executor",
                "ft_eval_batch", "ft_grouped", "ft_group_size")
 
 

@@ -63,6 +63,24 @@ class Prepared:
         ft = self.study.finetune
         return variants.check_size(self.train, ft.dataset_size, ft.min_dataset_size)
 
+    @property
+    def size4(self) -> int:
+        """|D| of section 4's variants: ``section4_size``, or :attr:`size` when it is 0.
+
+        The paper fixes |D| across the variants of one comparison (Sec. 4.1); section 4's
+        comparison (X% Unknown) may use more examples than section 5's single-category rule
+        allows, since it needs only Known and Unknown examples.
+        """
+        ft = self.study.finetune
+        if ft.section4_size and ft.section4_size < ft.min_dataset_size:
+            raise variants.VariantError(f"section4_size {ft.section4_size} is below the {ft.min_dataset_size} "
+                                        "the study needs (min_dataset_size); set 0 to use dataset_size's |D|")
+        return ft.section4_size or self.size
+
+    def size_of(self, name: str) -> int:
+        """|D| of the variant ``name``: :attr:`size4` for section 4's, :attr:`size` for the others."""
+        return self.size4 if variants.is_section4(name) else self.size
+
 
 def exemplar_pool(raw: pd.DataFrame) -> pd.DataFrame:
     """Dev questions with exactly one answer, of every relation (OOD ones included)."""
@@ -171,13 +189,14 @@ class Setup:
             ``example`` ids are positions in that seed's world's evaluation table.
         """
         names = list(dict.fromkeys(names))
-        runs = list(dict.fromkeys(SAME_DATA.get(n, n) for n in names))  # one run per distinct data set
+        same = self.same_data()
+        runs = list(dict.fromkeys(same.get(n, n) for n in names))  # one run per distinct data set
         jobs = []
         for seed in seeds if seeds is not None else self.seeds:
             prep = self.preps[seed]
             cfg = dataclasses.replace(prep.study.finetune, **overrides)
             for name in runs:
-                data = variants.build(prep.train, name, size=prep.size, seed=seed)
+                data = variants.build(prep.train, name, size=prep.size_of(name), seed=seed)
                 spec = finetune.RunSpec(prep.model_path, name, seed, cfg, device=_device(prep.study),
                                         dtype=prep.study.study.dtype)
                 jobs.append((spec, data, prep.evals))
@@ -185,8 +204,14 @@ class Setup:
         paths = finetune.run_all(jobs, workers=cfg.workers, executor=cfg.executor)
         self.runs += [p for p in paths if p not in self.runs]
         recs = finetune.load_records(paths)
-        return pd.concat([recs[recs["variant"] == SAME_DATA.get(n, n)].assign(variant=n) for n in names],
+        return pd.concat([recs[recs["variant"] == same.get(n, n)].assign(variant=n) for n in names],
                          ignore_index=True)
+
+    def same_data(self) -> dict[str, str]:
+        """:data:`~newknowledge.variants.SAME_DATA`, where both names have one |D| in every world
+        (D_Unknown is D with 100% Unknown only when section 4's |D| is section 5's)."""
+        return {a: b for a, b in SAME_DATA.items()
+                if all(p.size_of(a) == p.size_of(b) for p in self.worlds().values())}
 
     def section4(self, seeds: list[int] | None = None, **overrides) -> pd.DataFrame:
         """Records of every section-4 run: D with each share of Unknown, and D_Known (Sec. 4)."""

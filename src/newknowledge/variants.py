@@ -300,6 +300,11 @@ def relabel_idk(variant: pd.DataFrame, text: str = IDK) -> pd.DataFrame:
     return out
 
 
+def is_section4(spec: str) -> bool:
+    """Whether ``spec`` names a section-4 variant (``unknown_X``, ``known_X`` or ``idk_X``)."""
+    return bool(_PCT_SPEC.match(spec)) if isinstance(spec, str) else False
+
+
 def build(
     categorized: pd.DataFrame, spec: str, size: int | None = None, seed: int = 0
 ) -> pd.DataFrame:

@@ -15,7 +15,6 @@ from scipy import stats as sps
 from .. import analysis, paper, significance, variants
 from ..categories import CATEGORIES
 from ..checks import Check, across, pct
-from ..variants import SAME_DATA
 from . import Chapter, converged, per_seed
 
 ALPHA = 0.05
@@ -260,7 +259,8 @@ def results(setup) -> Chapter:
         rows.append({"variant": label, **significance.paired_duration_test(es, conv, seed=seed)})
     n_cat = setup.prep.table.query("split == 'test'")["category"].value_counts().reindex(list(CATEGORIES))
     prep = setup.preps[seed]
-    trains = {v: variants.build(prep.train, SAME_DATA.get(v, v), size=prep.size, seed=seed) for v in CATEGORIES}
+    same = setup.same_data()
+    trains = {v: variants.build(prep.train, same.get(v, v), size=prep.size, seed=seed) for v in CATEGORIES}
     tables = {"duration_test": pd.DataFrame(rows).set_index("variant").round(4),
               "test_questions": n_cat.rename("test questions").to_frame(),
               "learning": learning_by_type(records, trains, seed)}

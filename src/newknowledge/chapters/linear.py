@@ -134,7 +134,7 @@ PROSE = {
 def results(setup) -> Chapter:
     """Chapter 4: the fit on the study's format (Figure 4.1, Table 1) and, as a contrast, on
     ``alt_format`` (first seed only; its checks are "beyond" and do not count for finding 4)."""
-    sizes = {s: p.size for s, p in setup.preps.items()}
+    sizes = {s: p.size4 for s, p in setup.preps.items()}
     records = setup.section4()
     pts_in, res_in = fit(records, sizes, "test")
     _, res_ood = fit(records, sizes, "ood_test")
