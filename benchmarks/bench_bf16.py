@@ -72,7 +72,7 @@ def main(argv=None) -> pd.DataFrame:
 
     stages["pretraining steps (2 threads)"] = pretrain_steps
     train = facts[facts["split"] == "train"].head(16 * args.steps)
-    pairs = finetune.encode_examples(tok, train["question"].tolist(), train["answer"].tolist(),
+    pairs = train_step.encode_examples(tok, train["question"].tolist(), train["answer"].tolist(),
                                      study.finetune.ft_format)
     ft_model = lm.load(path, device="cpu")[0]
     ft_opt = torch.optim.AdamW(ft_model.parameters(), lr=3e-5)

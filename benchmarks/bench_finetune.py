@@ -75,7 +75,7 @@ def main() -> None:
     study, facts, _, _, model_path, model, tok = load_default()
     n_params = sum(p.numel() for p in model.parameters())
     train = facts[facts["split"] == "train"].sample(frac=1.0, random_state=0)
-    examples = finetune.encode_examples(tok, train["question"].tolist(), train["answer"].tolist(), "qa")
+    examples = train_step.encode_examples(tok, train["question"].tolist(), train["answer"].tolist(), "qa")
     rows = []
     for threads in (1, 2):
         torch.set_num_threads(threads)

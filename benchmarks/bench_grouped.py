@@ -52,7 +52,7 @@ import torch
 from transformers import AutoConfig
 
 from _common import built_default_model, report
-from newknowledge import config, finetune, grouped, pretrain, world
+from newknowledge import config, finetune, grouped, pretrain, runs, world
 
 
 def stand_in(folder: str) -> str:
@@ -74,7 +74,7 @@ def make_jobs(model_path: str, cfg, runs: int, size: int, eval_n: int) -> list[t
     train["category"] = np.where(np.arange(len(train)) % 2, "Unknown", "HighlyKnown")
     evals = facts[facts["split"] != "train"].reset_index(drop=True)
     evals = evals.iloc[:eval_n or len(evals)].assign(example=lambda d: np.arange(len(d)), category="Unknown")
-    return [(finetune.RunSpec(model_path, f"bench_{k}", k, cfg), train.iloc[size * k:size * (k + 1)].reset_index(
+    return [(runs.RunSpec(model_path, f"bench_{k}", k, cfg), train.iloc[size * k:size * (k + 1)].reset_index(
         drop=True), evals) for k in range(runs)]
 
 
@@ -90,7 +90,7 @@ def in_folder(fn) -> tuple[float, pd.DataFrame, object]:
     try:
         t = time.perf_counter()
         paths, extra = fn()
-        return time.perf_counter() - t, finetune.load_records(paths), extra
+        return time.perf_counter() - t, runs.load_records(paths), extra
     finally:
         if old is None:
             os.environ.pop("NEWKNOWLEDGE_ARTIFACTS")
@@ -108,17 +108,17 @@ def _task(args) -> dict:
     """
     folder, in_group, task = args
     os.environ["NEWKNOWLEDGE_ARTIFACTS"] = folder
-    marks, save = [], finetune.save_epoch
+    marks, save = [], runs.save_epoch
 
-    def logged(*a, **k):  # both paths write every epoch's records through finetune.save_epoch
+    def logged(*a, **k):  # both paths write every epoch's records through runs.save_epoch
         save(*a, **k)
         marks.append((a[1], time.perf_counter(), time.process_time()))
 
-    finetune.save_epoch = logged
+    runs.save_epoch = logged
     try:
         (grouped._worker if in_group else finetune._worker)(task)
     finally:
-        finetune.save_epoch = save
+        runs.save_epoch = save
     first = next(k for k, m in enumerate(marks) if m[0] > 0) - 1  # the last epoch-0 record before training
     return {"wall": marks[-1][1] - marks[first][1], "cpu": marks[-1][2] - marks[first][2]}
 
@@ -136,7 +136,7 @@ def side_by_side(pool, jobs: list[tuple], groups: list[list[int]] | None) -> tup
         tasks = [(folder, True, ([jobs[i] for i in g], k % 2 + 1)) for k, g in enumerate(groups)]
     spans = list(pool.map(_task, tasks))
     busy = {k: sum(s[k] for s in spans) / 2 for k in ("wall", "cpu")}
-    return [finetune.run_dir(*job, in_group=groups is not None) for job in jobs], busy
+    return [runs.run_dir(*job, in_group=groups is not None) for job in jobs], busy
 
 
 def per_epoch(jobs: list[tuple]) -> pd.DataFrame:

@@ -96,7 +96,7 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     os.environ["NEWKNOWLEDGE_ARTIFACTS"] = str(work / "artifacts")
 
-    from newknowledge import config, finetune, lm, slick
+    from newknowledge import config, finetune, lm, runs, slick, train_step
 
     device = torch.device(args.device)
     params = build_model(work / "model", args.size, args.vocab)
@@ -124,8 +124,8 @@ def main(argv=None) -> dict:
     ft = dataclasses.replace(config.from_params({}).finetune, ft_epochs=1, ft_batch=128, ft_micro_batch=0,
                              ft_checkpointing=True, ft_eval_batch=0, ft_lr=1e-5,
                              ft_precision="bf16-mixed" if device.type == "cuda" else "model")
-    spec = finetune.RunSpec(str(work / "model"), "unknown_50", 0, ft, device=str(device), dtype="float32")
-    n_tokens = sum(len(ids) for ids, _ in finetune.encode_examples(
+    spec = runs.RunSpec(str(work / "model"), "unknown_50", 0, ft, device=str(device), dtype="float32")
+    n_tokens = sum(len(ids) for ids, _ in train_step.encode_examples(
         tok, train["question"].tolist(), train["answer"].tolist(), ft.ft_format))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from newknowledge import analysis, categories, config, finetune, lm, pipeline, prompts, slick, variants
+from newknowledge import analysis, categories, config, finetune, lm, pipeline, prompts, runs, slick, variants
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -285,14 +285,14 @@ def screen(args) -> None:
                 data = variants.build(prep.train, "unknown_0", size=size or prep.size, seed=ws)
                 paths, t1 = [], time.time()
                 for fmt in ("paper", "qa"):
-                    spec = finetune.RunSpec(prep.model_path, "unknown_0", ws,
+                    spec = runs.RunSpec(prep.model_path, "unknown_0", ws,
                                             dataclasses.replace(cfg, ft_format=fmt), device="cpu")
-                    path = finetune.run_dir(spec, data, prep.evals)
-                    start = max(1, finetune.resume_point(path)[0]) if not (path / "done.json").exists() else 99
+                    path = runs.run_dir(spec, data, prep.evals)
+                    start = max(1, runs.resume_point(path)[0]) if not (path / "done.json").exists() else 99
                     if start <= args.epochs:
                         finetune.train_run(spec, data, prep.evals, stop_after=args.epochs - start + 1)
                     paths.append(path)
-                rec = pd.concat([finetune.load_records([p]).assign(variant=fmt) for p, fmt in zip(paths, ("paper", "qa"))])
+                rec = pd.concat([runs.load_records([p]).assign(variant=fmt) for p, fmt in zip(paths, ("paper", "qa"))])
                 rec = rec[rec["epoch"] <= args.epochs]
                 row = {"kind": "screen", "d_model": args.d_model, "section4_size": size, "D": len(data),
                        "ft_lr": lr, "world_seed": ws, "epochs": args.epochs,

@@ -46,7 +46,7 @@ def run(variant: str, seed: int = 0, *, test_es, test_conv, es: int = 2, epochs:
         ood_conv=None, known=lambda e: min(1.0, 0.4 * e), unknown=lambda e: min(1.0, 0.04 * e * e),
         n_known: int = 20, n_unknown: int = 20, dev_hk: float = 1.0, test0=None, idk_es=None,
         idk_conv=None, test_cats=TEST_CATS) -> pd.DataFrame:
-    """The records of one run (columns as :func:`newknowledge.finetune.load_records` returns them).
+    """The records of one run (columns as :func:`newknowledge.runs.load_records` returns them).
 
     Args:
         test_es, test_conv: 0/1 arrays over the test questions at EARLY_STOP and CONVERGENCE.

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from newknowledge import categories, chapters, checks, finetune, findings
+from newknowledge import categories, chapters, checks, findings, finetune, runs
 from newknowledge.chapters import idk
 
 
@@ -28,7 +28,7 @@ def test_findings_page_is_built_from_the_run_store_and_follows_it(tmp_path):
     _write_run(tmp_path / "b", "idk_50", [[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]])
 
     def page():
-        rec = finetune.load_records([tmp_path / "a", tmp_path / "b"])
+        rec = runs.load_records([tmp_path / "a", tmp_path / "b"])
         chs = {7: chapters.Chapter(7, checks=[idk.converged(rec), idk.abstains_on_unknown(rec)])}
         return findings.to_html(findings.collect(chs)), findings.summary(findings.collect(chs))
 

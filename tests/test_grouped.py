@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from newknowledge import finetune, grouped, lm, stacked, train_step
+from newknowledge import finetune, grouped, lm, runs, stacked, train_step
 from newknowledge.config import FinetuneConfig
 
 from conftest import tiny_finetune_data
@@ -28,17 +28,17 @@ def _jobs(tiny_model_path, tiny_world, cfg=CFG):
     train, ev = tiny_finetune_data(tiny_world)
     path = str(tiny_model_path)
     data = [train, train.iloc[::2].reset_index(drop=True), train.head(11)]
-    specs = [finetune.RunSpec(path, "unknown_50", 0, cfg), finetune.RunSpec(path, "known_50", 0, cfg),
-             finetune.RunSpec(path, "unknown_25", 1, cfg)]
+    specs = [runs.RunSpec(path, "unknown_50", 0, cfg), runs.RunSpec(path, "known_50", 0, cfg),
+             runs.RunSpec(path, "unknown_25", 1, cfg)]
     return list(zip(specs, data, [ev, ev, ev.copy()]))
 
 
 def _per_run(jobs):
-    return [finetune.load_records([finetune.train_run(*job)]) for job in jobs]
+    return [runs.load_records([finetune.train_run(*job)]) for job in jobs]
 
 
 def _records(paths):
-    return [finetune.load_records([p]) for p in paths]
+    return [runs.load_records([p]) for p in paths]
 
 
 def test_grouped_records_equal_the_per_run_records(tiny_model_path, tiny_world, tmp_path, monkeypatch):
@@ -51,7 +51,7 @@ def test_grouped_records_equal_the_per_run_records(tiny_model_path, tiny_world, 
         assert (path / "done.json").exists() and not (path / "checkpoint.pt").exists()
         # Every fitted and evaluation flag is identical: the logits differ by float rounding
         # only (about 1e-5, see test_stacked_forward_matches_hugging_face).
-        pd.testing.assert_frame_equal(finetune.load_records([path]), want)
+        pd.testing.assert_frame_equal(runs.load_records([path]), want)
     assert single[1].epoch.max() == 3
     fitted = single[0][single[0].split == "train"].groupby("epoch")["correct"].mean()
     assert fitted.loc[3] > fitted.loc[0]  # the runs learned: equal records are not frozen ones
@@ -112,7 +112,7 @@ def test_run_all_groups_what_it_can_and_the_switch_turns_it_off(tiny_model_path,
 def test_stacked_forward_matches_hugging_face(tiny_model, tiny_world):
     model, tok = tiny_model
     train, _ = tiny_finetune_data(tiny_world)
-    ids, mask, _ = train_step.collate(finetune.encode_examples(tok, train.question.tolist(), train.answer.tolist(),
+    ids, mask, _ = train_step.collate(train_step.encode_examples(tok, train.question.tolist(), train.answer.tolist(),
                                                                "qa")[:6], tok.pad_token_id)
     stack = stacked.Stack(model, 2, lr=1e-3)
     with torch.no_grad():
@@ -167,15 +167,15 @@ def test_dropout_masks_belong_to_the_run(tiny_model_path, tiny_world, tmp_path, 
     """With dropout a run's records do not depend on its group, and survive a kill; without, they differ."""
     jobs = _jobs(tiny_model_path, tiny_world, DROP)
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "alone"))
-    alone = finetune.load_records(grouped.train_group(jobs[:1]))
+    alone = runs.load_records(grouped.train_group(jobs[:1]))
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "group"))
     grouped.train_group(jobs, stop_after=1)
     # Killed after epoch 1; the first run resumes in another group, the others alone.
-    together = finetune.load_records(grouped.train_group([jobs[0], jobs[2]])[:1])
+    together = runs.load_records(grouped.train_group([jobs[0], jobs[2]])[:1])
     pd.testing.assert_frame_equal(together, alone)
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "none"))
     plain = (dataclasses.replace(jobs[0][0], cfg=CFG), *jobs[0][1:])
-    without = finetune.load_records(grouped.train_group([plain]))
+    without = runs.load_records(grouped.train_group([plain]))
     assert not without["correct"].equals(alone["correct"])
 
 
@@ -189,9 +189,9 @@ def test_dropout_same_seed_same_records_and_a_folder_of_its_own(tiny_model_path,
     paths = grouped.train_group(jobs)
     for got, want in zip(_records(paths), first):
         pd.testing.assert_frame_equal(got, want)
-    assert paths[0] == finetune.run_dir(*jobs[0], in_group=True) != finetune.run_dir(*jobs[0])
+    assert paths[0] == runs.run_dir(*jobs[0], in_group=True) != runs.run_dir(*jobs[0])
     plain = (dataclasses.replace(jobs[0][0], cfg=CFG), *jobs[0][1:])
-    assert finetune.run_dir(*plain, in_group=True) == finetune.run_dir(*plain)  # without dropout: one folder
+    assert runs.run_dir(*plain, in_group=True) == runs.run_dir(*plain)  # without dropout: one folder
 
 
 def test_dropout_masks_of_a_run_are_its_own():
@@ -227,6 +227,6 @@ def test_a_run_killed_before_its_first_checkpoint_resumes(tiny_model_path, tiny_
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "killed"))
     paths = [finetune.train_run(*jobs[0], stop_after=0), grouped.train_group(jobs[1:2], stop_after=0)[0]]
     assert all((p / "epoch_000.parquet").exists() and not (p / "checkpoint.pt").exists() for p in paths)
-    got = [finetune.load_records(grouped.train_group(jobs[:1])), finetune.load_records([finetune.train_run(*jobs[1])])]
+    got = [runs.load_records(grouped.train_group(jobs[:1])), runs.load_records([finetune.train_run(*jobs[1])])]
     for g, w in zip(got, want):
         pd.testing.assert_frame_equal(g, w)

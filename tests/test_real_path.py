@@ -28,7 +28,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from newknowledge import categories, config, finetune, lm, page, pipeline, slick
+from newknowledge import categories, config, finetune, lm, page, pipeline, runs, slick
 from newknowledge import entityquestions as eq
 from newknowledge.config import ConfigError
 from newknowledge.metrics import exact_match
@@ -281,7 +281,7 @@ def test_paper_profile_needs_model_and_data():
 def _run(path, prep, variant, seed=0, **over):
     cfg = dataclasses.replace(prep.study.finetune, **over)
     train = prep.train.head(12)
-    return finetune.train_run(finetune.RunSpec(path, variant, seed, cfg), train, prep.evals)
+    return finetune.train_run(runs.RunSpec(path, variant, seed, cfg), train, prep.evals)
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +293,7 @@ def prepared(llama, eq_folder):
 def test_full_fine_tuning_records_two_epochs_and_reruns_from_cache(prepared, tmp_path, monkeypatch):
     path, prep = prepared
     run = _run(path, prep, "natural")
-    rec = finetune.load_records([run])
+    rec = runs.load_records([run])
     assert sorted(rec["epoch"].unique()) == [0, 1, 2]
     assert set(rec["split"]) == {"train", "dev", "test", "ood_test"}
     train = rec[rec.split == "train"].pivot(index="example", columns="epoch", values="correct")
@@ -301,7 +301,7 @@ def test_full_fine_tuning_records_two_epochs_and_reruns_from_cache(prepared, tmp
     stamp = (run / "epoch_002.parquet").stat().st_mtime_ns
     assert _run(path, prep, "natural") == run and (run / "epoch_002.parquet").stat().st_mtime_ns == stamp
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "again"))  # same seed, from scratch
-    pd.testing.assert_frame_equal(finetune.load_records([_run(path, prep, "natural")]), rec)
+    pd.testing.assert_frame_equal(runs.load_records([_run(path, prep, "natural")]), rec)
 
 
 def test_lora_trains_only_the_adapters_and_resumes_identically(prepared, tmp_path, monkeypatch):
@@ -311,7 +311,7 @@ def test_lora_trains_only_the_adapters_and_resumes_identically(prepared, tmp_pat
     monkeypatch.setattr(finetune, "_with_lora", lambda m, c: wrapped.append(real_with_lora(m, c)) or wrapped[-1])
     lora = {"lora_rank": 4, "lora_alpha": 8, "lora_targets": "q_proj,v_proj", "ft_lr": 1e-2}
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "a"))
-    full = finetune.load_records([_run(path, prep, "natural", seed=3, **lora)])
+    full = runs.load_records([_run(path, prep, "natural", seed=3, **lora)])
     assert sorted(full["epoch"].unique()) == [0, 1, 2]
     model = wrapped[0]
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -325,11 +325,11 @@ def test_lora_trains_only_the_adapters_and_resumes_identically(prepared, tmp_pat
     # Killed after one epoch: the checkpoint holds the adapters only; resuming gives the same records.
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "b"))
     cfg = dataclasses.replace(prep.study.finetune, **lora)
-    spec = finetune.RunSpec(path, "natural", 3, cfg)
+    spec = runs.RunSpec(path, "natural", 3, cfg)
     run = finetune.train_run(spec, prep.train.head(12), prep.evals, stop_after=1)
     state = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
     assert state and all("lora_" in n for n in state)
-    resumed = finetune.load_records([finetune.train_run(spec, prep.train.head(12), prep.evals)])
+    resumed = runs.load_records([finetune.train_run(spec, prep.train.head(12), prep.evals)])
     pd.testing.assert_frame_equal(full, resumed)
 
 

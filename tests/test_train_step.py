@@ -15,7 +15,7 @@ def _setup(tiny_model, tiny_world, **over):
     model, tok = tiny_model
     train, _ = tiny_finetune_data(tiny_world)
     cfg = dataclasses.replace(config.from_params({}).finetune, ft_batch=16, **over)
-    pairs = finetune.encode_examples(tok, train["question"].tolist(), train["answer"].tolist(), "qa")
+    pairs = train_step.encode_examples(tok, train["question"].tolist(), train["answer"].tolist(), "qa")
     return copy.deepcopy(model), tok, cfg, pairs
 
 

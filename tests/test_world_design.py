@@ -17,7 +17,7 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from newknowledge import analysis, config, finetune, pretrain, prompts, world
+from newknowledge import analysis, config, finetune, pretrain, prompts, runs, train_step, world
 from newknowledge.config import FinetuneConfig
 
 from conftest import tiny_finetune_data
@@ -80,7 +80,7 @@ def test_qa_templates_out_of_range_is_rejected():
 
 def test_paper_format_prompt_and_answer(tiny_model):
     _, tok = tiny_model
-    (ids, labels), = finetune.encode_examples(tok, ["Where was Foo born?"], ["Zed Town"], "paper")
+    (ids, labels), = train_step.encode_examples(tok, ["Where was Foo born?"], ["Zed Town"], "paper")
     n = sum(1 for x in labels if x == -100)
     assert tok.decode(ids[:n]) == "Answer the following question. Where was Foo born?"
     assert tok.decode(ids[n:]) == " Zed Town\n"
@@ -97,12 +97,12 @@ def test_set_dropout_reaches_every_dropout_layer(tiny_model_path):
 def test_dropout_run_resumes_to_identical_records(tiny_model_path, tiny_world, tmp_path, monkeypatch):
     train, ev = tiny_finetune_data(tiny_world)
     cfg = FinetuneConfig(ft_epochs=3, ft_batch=4, ft_lr=1e-3, ft_eval_batch=32, ft_dropout=0.3, ft_format="paper")
-    spec = finetune.RunSpec(str(tiny_model_path), "unknown_50", 2, cfg)
+    spec = runs.RunSpec(str(tiny_model_path), "unknown_50", 2, cfg)
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "a"))
-    full = finetune.load_records([finetune.train_run(spec, train, ev)])
+    full = runs.load_records([finetune.train_run(spec, train, ev)])
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "b"))
     finetune.train_run(spec, train, ev, stop_after=2)
-    resumed = finetune.load_records([finetune.train_run(spec, train, ev)])
+    resumed = runs.load_records([finetune.train_run(spec, train, ev)])
     pd.testing.assert_frame_equal(full, resumed)
 
 

@@ -329,3 +329,8 @@ def download(dest: str | os.PathLike, url: str = DEFAULT_URL, *, timeout: float 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest
+
+def exemplar_pool(raw: pd.DataFrame) -> pd.DataFrame:
+    """Dev questions with exactly one answer, of every relation (OOD ones included)."""
+    dev = raw[(raw["split"] == "dev") & (raw["answers"].map(len) == 1)]
+    return dev.assign(answer=dev["answers"].map(lambda a: a[0]))[["relation", "question", "answer"]].reset_index(drop=True)

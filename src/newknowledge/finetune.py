@@ -32,24 +32,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import grouped, lm, store, train_step
-from .config import FinetuneConfig, config_hash
+from . import grouped, lm, runs, store, train_step
+from .config import FinetuneConfig
 from .metrics import exact_match
-from .prompts import IDK, answer, check_format, ft_prompt
+from .prompts import IDK, ft_prompt
 from .progress import tqdm
-
-
-def encode_examples(tokenizer, questions: list[str], answers: list[str], fmt: str):
-    """Token ids and labels for answer-only loss.
-
-    Returns:
-        A list of ``(input_ids, labels)`` pairs; labels are -100 on the prompt
-        tokens, so only the answer (and its closing newline) is learned.
-    """
-    check_format(fmt)
-    prompts = [ft_prompt(fmt, q) for q in questions]
-    p_ids, a_ids = lm.encode(tokenizer, prompts, [answer(a) for a in answers])
-    return [(p + a, [-100] * len(p) + a) for p, a in zip(p_ids, a_ids)]
 
 
 def correct_flags(model, tokenizer, questions: list[str], answers: list[str], cfg: FinetuneConfig) -> np.ndarray:
@@ -91,67 +78,10 @@ def _evaluate(model, tokenizer, train: pd.DataFrame, evals: pd.DataFrame, cfg: F
         abstained = [exact_match(g, IDK) for g in greedy]
     else:
         correct = correct_flags(model, tokenizer, questions, golds, cfg)
-    return records(train, evals, epoch, fitted, correct, abstained)
+    return runs.records(train, evals, epoch, fitted, correct, abstained)
 
 
-def records(train: pd.DataFrame, evals: pd.DataFrame, epoch: int, fitted, correct, idk=None) -> pd.DataFrame:
-    """One epoch's tidy records from the flags: a row per train example and per evaluation question.
-
-    Args:
-        fitted: bools of shape (len(train),); correct: shape (len(evals),);
-            idk: shape (len(evals),), D_IDK runs only (an ``idk`` column).
-    """
-    rows = [pd.DataFrame({"epoch": epoch, "split": "train", "example": np.arange(len(train)),
-                          "category": train["category"].to_numpy(), "correct": fitted})]
-    ev = pd.DataFrame({"epoch": epoch, "split": evals["split"].to_numpy(), "example": evals["example"].to_numpy(),
-                       "category": evals["category"].to_numpy()})
-    ev["correct"] = correct
-    if idk is not None:
-        ev["idk"] = idk
-    rows.append(ev)
-    return pd.concat(rows, ignore_index=True)
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One fine-tuning run: which data, which seed, where the model is."""
-
-    model_path: str
-    variant: str  # e.g. "unknown_50", "MaybeKnown", "idk_50"
-    seed: int
-    cfg: FinetuneConfig
-    device: str = "cpu"
-    dtype: str = "auto"  # bf16 on CUDA: with full fine-tuning prefer "float32" or LoRA (adapters stay fp32)
-
-
-# Bumped when what a run records changes (2: D_IDK abstentions read from generated answers).
-RECORDS_VERSION = 2
-
-# Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
-# Without dropout grouped training (grouped.py) writes the same records, up to float rounding.
-_NOT_IN_KEY = ("pct_unknown", "dataset_size", "section4_size", "min_dataset_size", "alt_format", "workers", "executor",
-               "ft_eval_batch", "ft_grouped", "ft_group_size")
-
-
-def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, in_group: bool = False) -> Path:
-    """The run's folder, keyed by the hash of everything that determines its records.
-
-    Args:
-        in_group: the run trains grouped (:mod:`newknowledge.grouped`).  Without
-            dropout both paths share a folder (and resume each other's runs);
-            with dropout they draw different masks, so a grouped run gets its own.
-    """
-    data = pd.util.hash_pandas_object(train[["question", "answer"]]).sum().item()
-    data_ev = pd.util.hash_pandas_object(evals[["question", "answer", "split"]]).sum().item()
-    cfg = {k: v for k, v in dataclasses.asdict(spec.cfg).items() if k not in _NOT_IN_KEY}
-    key = {"stage": "finetune", "model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
-           "cfg": cfg, "train": data, "evals": data_ev, "records": RECORDS_VERSION}
-    if in_group and spec.cfg.ft_dropout > 0:
-        key["dropout_masks"] = "grouped"
-    return store.artifacts_root() / "finetune" / config_hash(key)
-
-
-def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, position: int = 0,
+def train_run(spec: runs.RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, position: int = 0,
               stop_after: int | None = None) -> Path:
     """Fine-tune on ``train`` and record every epoch (resumable).
 
@@ -166,10 +96,10 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
         The run folder.
     """
     cfg = spec.cfg
-    path = run_dir(spec, train, evals)
+    path = runs.run_dir(spec, train, evals)
     if (path / "done.json").exists():
         return path
-    begin(spec, path)
+    runs.begin(spec, path)
     torch.set_num_threads(cfg.ft_threads)
     torch.manual_seed(spec.seed)
     # Mixed precision keeps float32 weights and optimizer state (the forward pass casts to bf16).
@@ -180,14 +110,14 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.ft_lr,
                             weight_decay=cfg.ft_weight_decay)
     idk = spec.variant.startswith("idk")
-    start, state = resume_point(path)
+    start, state = runs.resume_point(path)
     if state is not None:  # resume after the last checkpointed epoch
         _load_trainable(model, state["model"])
         opt.load_state_dict(state["opt"])
     elif start == 0:
-        save_epoch(path, 0, _evaluate(model, tokenizer, train, evals, cfg, 0, idk))
+        runs.save_epoch(path, 0, _evaluate(model, tokenizer, train, evals, cfg, 0, idk))
         start = 1
-    examples = encode_examples(tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg.ft_format)
+    examples = train_step.encode_examples(tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg.ft_format)
     bar = tqdm(range(start, cfg.ft_epochs + 1), desc=f"{spec.variant} s{spec.seed}", position=position,
                leave=False, unit="epoch")
     set_dropout(model, cfg.ft_dropout)
@@ -200,49 +130,10 @@ def train_run(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, *, positi
         order = np.random.default_rng([spec.seed, epoch]).permutation(len(examples))
         for i in range(0, len(order), cfg.ft_batch):  # micro-batches, precision: see train_step
             train_step.step(model, [examples[j] for j in order[i:i + cfg.ft_batch]], tokenizer.pad_token_id, opt, cfg)
-        save_epoch(path, epoch, _evaluate(model, tokenizer, train, evals, cfg, epoch, idk),
+        runs.save_epoch(path, epoch, _evaluate(model, tokenizer, train, evals, cfg, epoch, idk),
                    {"model": _trainable_state(model), "opt": opt.state_dict()})
-    finish(path, cfg)
+    runs.finish(path, cfg)
     return path
-
-
-def begin(spec: RunSpec, path: Path) -> None:
-    """Create the run folder with the config it is made with."""
-    path.mkdir(parents=True, exist_ok=True)
-    store.write_json(path / "config.json", {"model": spec.model_path, "variant": spec.variant, "seed": spec.seed,
-                                            **dataclasses.asdict(spec.cfg)})
-
-
-def resume_point(path: Path) -> tuple[int, dict | None]:
-    """Where an unfinished run continues: ``(first epoch to compute, checkpoint or None)``.
-
-    The epoch after the checkpoint's; without one, 1 if epoch 0 (the base
-    model) is recorded, else 0.  Later records a kill left are recomputed.
-    """
-    if (path / "checkpoint.pt").exists():
-        state = torch.load(path / "checkpoint.pt", weights_only=True)
-        return state["epoch"] + 1, state
-    return (1 if (path / "epoch_000.parquet").exists() else 0), None
-
-
-def save_epoch(path: Path, epoch: int, recs: pd.DataFrame, state: dict | None = None) -> None:
-    """Write an epoch's records, then the checkpoint after it (``model`` and ``opt`` states), each atomically.
-
-    In this order a kill between the two leaves the records of an epoch the
-    resume recomputes, never a checkpoint past missing records.
-    """
-    tmp = path / f"epoch_{epoch:03d}.tmp"
-    recs.to_parquet(tmp)
-    os.replace(tmp, path / f"epoch_{epoch:03d}.parquet")
-    if state is not None:
-        torch.save({**state, "epoch": epoch}, path / "checkpoint.tmp")
-        os.replace(path / "checkpoint.tmp", path / "checkpoint.pt")
-
-
-def finish(path: Path, cfg: FinetuneConfig) -> None:
-    """Mark the run done; the records are the result, so the weights are not kept."""
-    store.write_json(path / "done.json", {"epochs": cfg.ft_epochs})
-    (path / "checkpoint.pt").unlink(missing_ok=True)
 
 
 def set_dropout(model, p: float) -> int:
@@ -305,7 +196,7 @@ def _worker(args) -> str:
     return str(train_run(spec, train, evals, position=position))
 
 
-def run_all(jobs: list[tuple[RunSpec, pd.DataFrame, pd.DataFrame]], workers: int = 1,
+def run_all(jobs: list[tuple[runs.RunSpec, pd.DataFrame, pd.DataFrame]], workers: int = 1,
             executor: str = "local") -> list[Path]:
     """Execute every run not yet finished: ``workers`` at a time (local process pool), or as Ray tasks.
 
@@ -325,7 +216,7 @@ def run_all(jobs: list[tuple[RunSpec, pd.DataFrame, pd.DataFrame]], workers: int
     skipped and interrupted ones resume.
     """
     in_group = [executor == "local" and grouped.groupable(s) for s, _, _ in jobs]
-    todo = [(s, t, e) for (s, t, e), g in zip(jobs, in_group) if not (run_dir(s, t, e, g) / "done.json").exists()]
+    todo = [(s, t, e) for (s, t, e), g in zip(jobs, in_group) if not (runs.run_dir(s, t, e, g) / "done.json").exists()]
     if todo and executor == "local":  # the groupable runs first, as stacked models (grouped.py)
         groups, rest = grouped.plan([s for s, _, _ in todo], workers)
         grouped.run_groups([[todo[k] for k in g] for g in groups], workers)
@@ -339,7 +230,7 @@ def run_all(jobs: list[tuple[RunSpec, pd.DataFrame, pd.DataFrame]], workers: int
     else:
         for s, t, e in tqdm(todo, disable=len(todo) < 2, **{k: v for k, v in bar.items() if k != "total"}):
             train_run(s, t, e)
-    return [run_dir(s, t, e, g) for (s, t, e), g in zip(jobs, in_group)]
+    return [runs.run_dir(s, t, e, g) for (s, t, e), g in zip(jobs, in_group)]
 
 
 def _run_ray(tasks: list[tuple], bar: dict) -> None:
@@ -364,11 +255,3 @@ def _run_ray(tasks: list[tuple], bar: dict) -> None:
             progress.update(len(finished))
 
 
-def load_records(paths: list[Path]) -> pd.DataFrame:
-    """All epoch records of the given runs, with ``variant`` and ``seed`` columns."""
-    frames = []
-    for path in paths:
-        meta = json.loads((Path(path) / "config.json").read_text())
-        for f in sorted(Path(path).glob("epoch_*.parquet")):
-            frames.append(pd.read_parquet(f).assign(variant=meta["variant"], seed=meta["seed"]))
-    return pd.concat(frames, ignore_index=True)

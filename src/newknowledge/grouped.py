@@ -22,7 +22,7 @@ the same seed gives the same records, a resumed run replays its epochs
 exactly, and a run's masks do not depend on its companions.  They are not the
 masks the per-run path draws from torch's global generator, so records differ
 from that path's as two dropout seeds do; such runs get their own folder
-(:func:`newknowledge.finetune.run_dir`, ``in_group``).
+(:func:`newknowledge.runs.run_dir`, ``in_group``).
 
 What the stacked model does not compute stays on the per-run path, chosen by
 :func:`groupable`: D_IDK runs (abstentions are read from generated answers),
@@ -42,6 +42,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import lm, runs
+from .train_step import encode_examples
 from .progress import tqdm
 from .prompts import ft_prompt
 from .stacked import Dropout, Stack, supports
@@ -54,7 +56,7 @@ def train_step(stack: Stack, runs: list[int], batches: list[list[tuple[list[int]
 
     Args:
         batches: per run, its batch of ``(input_ids, labels)`` pairs
-            (:func:`newknowledge.finetune.encode_examples`); labels are -100 off the answer.
+            (:func:`newknowledge.encode_examples`); labels are -100 off the answer.
     """
     A, B, T = len(runs), max(map(len, batches)), max(len(x) for b in batches for x, _ in b)
     ids = torch.full((A, B, T), pad, dtype=torch.long)
@@ -102,8 +104,6 @@ class Scorer:
                 a key per question, e.g. its relation); sets of the same list
                 objects are tokenized and batched alike for every run.
         """
-        from . import lm
-
         enc, self.sizes = {}, [[len(p) for p, _, _ in run] for run in sets]
         for run in sets:
             for prompts, golds, _ in run:
@@ -184,7 +184,7 @@ def train_group(jobs: list[tuple], *, threads: int | None = None, stop_after: in
 
     Args:
         jobs: ``(spec, train, evals)`` per run, as :func:`newknowledge.finetune.run_all`
-            takes them: the :class:`~newknowledge.finetune.RunSpec` (the same
+            takes them: the :class:`~newknowledge.runs.RunSpec` (the same
             model and config for all, apart from variant and seed), the run's
             train set and the questions it is evaluated on after each epoch.
         threads: torch threads (default ``ft_threads``: groups run side by side, as single runs do).
@@ -193,21 +193,19 @@ def train_group(jobs: list[tuple], *, threads: int | None = None, stop_after: in
     Returns:
         The run folders, in the order of ``jobs``.
     """
-    from . import finetune
-
     specs = [s for s, _, _ in jobs]
     cfg = specs[0].cfg
     if any((s.model_path, s.dtype, s.cfg) != (specs[0].model_path, specs[0].dtype, cfg) for s in specs):
         raise ValueError("a group's runs need the same model and config (they differ in data, variant and seed)")
-    paths = [finetune.run_dir(s, t, e, in_group=True) for s, t, e in jobs]
+    paths = [runs.run_dir(s, t, e, in_group=True) for s, t, e in jobs]
     todo, starts, states = [], [], []
     for i, path in enumerate(paths):
         if (path / "done.json").exists():
             continue
-        finetune.begin(specs[i], path)
-        start, state = finetune.resume_point(path)  # each run from where it stopped
+        runs.begin(specs[i], path)
+        start, state = runs.resume_point(path)  # each run from where it stopped
         if start > cfg.ft_epochs:  # killed after its last epoch was saved
-            finetune.finish(path, cfg)
+            runs.finish(path, cfg)
             continue
         todo.append(i), starts.append(start), states.append(state)
     if not todo:
@@ -223,8 +221,6 @@ def train_group(jobs: list[tuple], *, threads: int | None = None, stop_after: in
 
 def _train(jobs, paths, starts, states, stop_after, position) -> None:
     """The body of :func:`train_group` for its unfinished runs ``jobs``, each from epoch ``starts[a]``."""
-    from . import finetune, lm
-
     specs, trains, evals = zip(*jobs)
     cfg = specs[0].cfg
     model, tok = lm.load(specs[0].model_path, device="cpu", dtype=specs[0].dtype)
@@ -243,7 +239,7 @@ def _train(jobs, paths, starts, states, stop_after, position) -> None:
     shared = {id(e): questions(e) for e in evals}
     sets = [[questions(t), shared[id(e)]] for t, e in zip(trains, evals)]
     scorer = Scorer(tok, model.get_output_embeddings().weight.shape[0], sets, cfg.ft_eval_batch or 128)
-    examples = [finetune.encode_examples(tok, t["question"].tolist(), t["answer"].tolist(), cfg.ft_format)
+    examples = [encode_examples(tok, t["question"].tolist(), t["answer"].tolist(), cfg.ft_format)
                 for t in trains]
 
     def record(runs: list[int], epoch_of: list[int]) -> None:
@@ -252,9 +248,9 @@ def _train(jobs, paths, starts, states, stop_after, position) -> None:
             if epoch > 0:
                 model_state, opt_state = stack.run_state(a, template)
                 state = {"model": model_state, "opt": opt_state}
-            finetune.save_epoch(paths[a], epoch, finetune.records(trains[a], evals[a], epoch, fitted, correct), state)
+            runs.save_epoch(paths[a], epoch, runs.records(trains[a], evals[a], epoch, fitted, correct), state)
             if epoch == cfg.ft_epochs:
-                finetune.finish(paths[a], cfg)
+                runs.finish(paths[a], cfg)
 
     fresh = [a for a, s in enumerate(starts) if s == 0]
     if fresh:  # epoch 0: the base model, before any training

@@ -82,10 +82,6 @@ class Prepared:
         return self.size4 if variants.is_section4(name) else self.size
 
 
-def exemplar_pool(raw: pd.DataFrame) -> pd.DataFrame:
-    """Dev questions with exactly one answer, of every relation (OOD ones included)."""
-    dev = raw[(raw["split"] == "dev") & (raw["answers"].map(len) == 1)]
-    return dev.assign(answer=dev["answers"].map(lambda a: a[0]))[["relation", "question", "answer"]].reset_index(drop=True)
 
 
 def world_study(study: Study, seed: int) -> Study:
@@ -127,7 +123,7 @@ def prepare(study: Study) -> Prepared:
     model_path = s.model or str(pretrain.build(study.world, study.pretrain, world.facts(world_dir)))
     seconds["pretrain"] = time.time() - t
     t = time.time()
-    exemplars = exemplar_pool(raw)
+    exemplars = eq.exemplar_pool(raw)
     table = slick.run(model_path, facts, exemplars, study.slick, device=s.device, dtype=s.dtype)
     seconds["slick"] = time.time() - t
     return Prepared(study, model_path, table, exemplars, world_dir, seconds)
@@ -184,7 +180,7 @@ class Setup:
             overrides: fine-tuning config fields to change (e.g. ``ft_format``).
 
         Returns:
-            The tidy records of :func:`newknowledge.finetune.load_records` (``variant``,
+            The tidy records of :func:`newknowledge.runs.load_records` (``variant``,
             ``seed``, ``epoch``, ``split``, ``example``, ``category``, ``correct``, ...);
             ``example`` ids are positions in that seed's world's evaluation table.
         """
@@ -197,13 +193,13 @@ class Setup:
             cfg = dataclasses.replace(prep.study.finetune, **overrides)
             for name in runs:
                 data = variants.build(prep.train, name, size=prep.size_of(name), seed=seed)
-                spec = finetune.RunSpec(prep.model_path, name, seed, cfg, device=_device(prep.study),
+                spec = runs.RunSpec(prep.model_path, name, seed, cfg, device=_device(prep.study),
                                         dtype=prep.study.study.dtype)
                 jobs.append((spec, data, prep.evals))
         cfg = self.study.finetune
         paths = finetune.run_all(jobs, workers=cfg.workers, executor=cfg.executor)
         self.runs += [p for p in paths if p not in self.runs]
-        recs = finetune.load_records(paths)
+        recs = runs.load_records(paths)
         return pd.concat([recs[recs["variant"] == same.get(n, n)].assign(variant=n) for n in names],
                          ignore_index=True)
 

@@ -258,13 +258,11 @@ def load_inputs(data, exemplars=None, *, split=None, exemplar_split=None, split_
     pool, pool_where = None, ""
     if isinstance(data, (str, os.PathLike)) and _is_eq(Path(data)):
         # The paper's selection (Sec. 2) and the book's exemplar pool: the same table the book would categorise.
-        from .pipeline import exemplar_pool
-
         where, raw = str(data), eq.load(data)
         table = eq.preprocess(raw, verbose=False)
         rows = _split(table, split or "train", "split", where)
         if exemplars is None and exemplar_split in (None, "dev"):
-            pool, pool_where = exemplar_pool(raw), f"{where} (dev)"
+            pool, pool_where = eq.exemplar_pool(raw), f"{where} (dev)"
     else:
         if isinstance(data, (str, os.PathLike)):
             where, table = str(data), read(data)
@@ -284,9 +282,7 @@ def load_inputs(data, exemplars=None, *, split=None, exemplar_split=None, split_
     elif exemplars is not None:
         pool_where = str(exemplars)
         if _is_eq(Path(exemplars)):
-            from .pipeline import exemplar_pool
-
-            pool = exemplar_pool(eq.load(exemplars))
+            pool = eq.exemplar_pool(eq.load(exemplars))
         else:
             pool = read(exemplars)
             if isinstance(pool, dict):

@@ -27,8 +27,8 @@ Two estimators:
   or where the gold string has other tokenizations the model could generate.
 
 :func:`categorize` is the one core: the book's :func:`run` (cached by config
-hash) and the practitioner's tool :func:`categorize_dataset` (any QA data set,
-resumable, see :mod:`newknowledge.slick_tool`) both call it.
+hash) and the practitioner's tool (any QA data set, resumable,
+:func:`newknowledge.slick_tool.categorize_dataset`) both call it.
 """
 
 from __future__ import annotations
@@ -309,16 +309,3 @@ def explain(model_path: str | Path, rows: pd.DataFrame, exemplars: pd.DataFrame,
         "samples": [", ".join(f"{a} x{s.count(a)}" for a in dict.fromkeys(s)) for s in samples],
     })
 
-
-def __getattr__(name: str):
-    # The data-set tool lives in its own module (it imports this one); exposed here as slick.categorize_dataset.
-    if name == "categorize_dataset":
-        from .slick_tool import categorize_dataset
-        return categorize_dataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-if __name__ == "__main__":  # python -m newknowledge.slick ...: the command of newknowledge.slick_tool
-    from newknowledge.slick_tool import main
-
-    raise SystemExit(main())

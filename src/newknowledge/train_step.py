@@ -25,6 +25,7 @@ import contextlib
 import torch
 
 from . import lm
+from .prompts import answer, check_format, ft_prompt
 
 
 def collate(pairs, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,3 +102,16 @@ def step(model, pairs, pad: int, opt: torch.optim.Optimizer, cfg, micro: int | N
         total += float(loss.detach())
     opt.step()
     return total
+
+
+def encode_examples(tokenizer, questions: list[str], answers: list[str], fmt: str):
+    """Token ids and labels for answer-only loss.
+
+    Returns:
+        A list of ``(input_ids, labels)`` pairs; labels are -100 on the prompt
+        tokens, so only the answer (and its closing newline) is learned.
+    """
+    check_format(fmt)
+    prompts = [ft_prompt(fmt, q) for q in questions]
+    p_ids, a_ids = lm.encode(tokenizer, prompts, [answer(a) for a in answers])
+    return [(p + a, [-100] * len(p) + a) for p, a in zip(p_ids, a_ids)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import ptrue, significance
+from .. import analysis, lm, ptrue, significance, slick, stats
 from ..categories import categories_with
 from ..checks import Check, across, pct
 from . import Chapter
@@ -142,14 +142,13 @@ def results(setup) -> Chapter:
     the ground truth, the exact-vs-sampling comparison on a sample (first world), and the checks."""
     import dataclasses
 
-    from .. import lm, slick
 
     study = setup.study
     records = setup.records(["natural"])
-    test = pd.concat([ptrue.score_test(setup.preps[s], records, s, device=study.study.device) for s in setup.seeds],
+    test = pd.concat([score_test(setup.preps[s], records, s, device=study.study.device) for s in setup.seeds],
                      ignore_index=True)
     first = test[test["seed"] == setup.seeds[0]]
-    sweep, points = ptrue.compare_with_slick(first, first["p_true"].to_numpy(), first["correct_after"].to_numpy(),
+    sweep, points = compare_with_slick(first, first["p_true"].to_numpy(), first["correct_after"].to_numpy(),
                                              estimator=study.slick.estimator, n_samples=study.slick.n_samples,
                                              n_ex=study.slick.n_ex)
     prep = setup.prep
@@ -176,3 +175,50 @@ def results(setup) -> Chapter:
            fewer_exemplars_leakier(test, study.slick.n_ex, study.slick.estimator, study.slick.n_samples),
            truly_unseen(test)]
     return Chapter(6, tables, data, out, PROSE)
+
+def compare_with_slick(test: pd.DataFrame, scores: np.ndarray, correct_after: np.ndarray, *, estimator: str,
+                       n_samples: int, n_ex: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's Figure 5: "Unknown" by P(True) threshold vs by SliCK with N_ex = 1..n_ex.
+
+    Args:
+        test: SliCK table rows of the test questions (with ``prompt_greedy`` and ``prompt_sample``).
+        scores: P(True) of each test question's gold answer, shape (n,).
+        correct_after: 1 if the fine-tuned model answers it correctly, shape (n,).
+
+    Returns:
+        ``(sweep, points)``: ``sweep`` has ``method``, ``threshold`` (or N_ex), ``share``, ``accuracy``,
+        ``n``; ``points`` has SliCK's Unknown at ``n_ex`` as ``label, share, accuracy``.
+    """
+    sweep = stats.threshold_sweep(scores, correct_after).assign(method="P(True) < threshold")
+    rows = []
+    for k in range(1, n_ex + 1):
+        unknown = (categories_with(test, k, estimator, n_samples) == "Unknown").to_numpy()
+        rows.append({"method": "SliCK Unknown, N_ex = 1..10", "threshold": k, "share": unknown.mean(),
+                     "n": int(unknown.sum()), "accuracy": correct_after[unknown].mean() if unknown.any() else np.nan})
+    slick_line = pd.DataFrame(rows)
+    last = slick_line.iloc[-1]
+    points = pd.DataFrame({"label": [f"SliCK Unknown (N_ex = {n_ex})"], "share": [last["share"]],
+                           "accuracy": [last["accuracy"]]})
+    return pd.concat([sweep, slick_line], ignore_index=True), points
+
+
+def score_test(prep, records: pd.DataFrame, seed: int, device: str = "auto") -> pd.DataFrame:
+    """Test questions with P(True) of their gold answer and correctness after fine-tuning on D_Natural.
+
+    Args:
+        prep: the seed's world (:class:`newknowledge.pipeline.Prepared`); P(True) is read from its
+            pretrained model, before fine-tuning.
+        records: records of the ``natural`` runs; seed ``seed``'s EARLY_STOP model gives ``correct_after``.
+
+    Returns:
+        The SliCK table's test rows plus ``example`` (their id in the records), ``seed``, ``p_true``
+        and ``correct_after``.
+    """
+    test = prep.table[prep.table["split"] == "test"].copy()
+    at = analysis.at_stops(records[records["seed"] == seed], "test")
+    after = at[at["duration"] == "EARLY_STOP"].set_index("example")["correct"]
+    test["correct_after"] = after.reindex(test.index).astype(float).to_numpy()
+    test["example"], test["seed"] = test.index, seed
+    model, tokenizer = lm.load(prep.model_path, device=device)
+    test["p_true"] = ptrue.p_true(model, tokenizer, test["question"].tolist(), test["answer"].tolist())
+    return test.reset_index(drop=True)
