@@ -1,7 +1,8 @@
 # Build, test and benchmark the newknowledge companion book.
 #
 #   make book                 set up .venv, execute every notebook, build the HTML
-#   make test                 set up .venv, run the test suite
+#   make test                 set up .venv, check the import layers, run the test suite
+#   make lint                 ruff check and ruff format --check
 #   make book PROFILE=full    another parameter profile (src/newknowledge/profiles/<name>.yaml)
 #   make book PROFILE=paper MODEL=/path/or/hf-id EQ_DIR=/path/to/entityquestions/dataset
 #   make book PARAMS="-p ft_lr 1e-4"          extra papermill parameters
@@ -74,7 +75,7 @@ JB_ARGS := book --config '$(CURDIR)/_config.yml' --toc '$(CURDIR)/book/_toc.yml'
 	--path-output '$(CURDIR)/book' -n -W --keep-going --all
 HTML_DIR := book/_build/html
 
-.PHONY: help setup check-profile notebooks html book test bench browser-test \
+.PHONY: help setup check-profile notebooks html book test lint bench browser-test \
 	readme clean clean-artifacts
 
 help:  ## list the targets
@@ -115,8 +116,13 @@ html: setup  ## build the HTML from the executed copies only (no execution)
 
 book: notebooks html  ## execute every notebook, then build the book
 
-test: setup  ## run the test suite
+test: setup  ## check the stages' layers (import-linter), then run the test suite
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+
+lint: setup  ## ruff: lint and formatting (ruff format fixes the formatting)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: setup  ## run the benchmarks (benchmarks/run_all.py)
 	@test -f benchmarks/run_all.py || { echo "error: benchmarks/run_all.py does not exist yet." >&2; exit 2; }

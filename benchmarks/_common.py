@@ -24,16 +24,20 @@ def load_default(model_path: str = ""):
     Returns:
         ``(study, facts, raw, exemplars, model_path, model, tokenizer)``.
     """
-    from newknowledge import config, entityquestions as eq, lm, pipeline, pretrain, world
+    from newknowledge.core import config
+    from newknowledge.data import entityquestions as eq
+    from newknowledge.data import world
+    from newknowledge.model import lm, pretrain
 
     study = config.from_params({})
     wd = world.build(study.world)
     facts, raw = world.load(wd), eq.load(wd)
     if not model_path:
-        model_path = built_default_model() or str(pretrain.build(study.world, study.pretrain,
-                                                                 world.generate(study.world)))
+        model_path = built_default_model() or str(
+            pretrain.build(study.world, study.pretrain, world.generate(study.world))
+        )
     model, tok = lm.load(model_path, device="cpu")
-    return study, facts, raw, pipeline.exemplar_pool(raw), model_path, model, tok
+    return study, facts, raw, eq.exemplar_pool(raw), model_path, model, tok
 
 
 def built_default_model() -> str | None:
@@ -41,7 +45,7 @@ def built_default_model() -> str | None:
     pretraining settings differ least (with a note); None when there is none."""
     import dataclasses
 
-    from newknowledge import config, store
+    from newknowledge.core import config, store
 
     study = config.from_params({})
     want = dataclasses.asdict(study.pretrain)
@@ -80,8 +84,10 @@ def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
 
 def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {load:.1f}, "
-            f"torch {torch.__version__}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {load:.1f}, "
+        f"torch {torch.__version__}"
+    )
 
 
 def report(df: pd.DataFrame, name: str, title: str) -> Path:

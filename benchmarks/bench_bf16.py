@@ -28,9 +28,10 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-
 from _common import load_default, report
-from newknowledge import categories, finetune, lm, pretrain, slick, train_step
+
+from newknowledge.knowledge import slick
+from newknowledge.model import lm, pretrain, train_step
 
 
 def _bf16(on: bool):
@@ -72,8 +73,9 @@ def main(argv=None) -> pd.DataFrame:
 
     stages["pretraining steps (2 threads)"] = pretrain_steps
     train = facts[facts["split"] == "train"].head(16 * args.steps)
-    pairs = train_step.encode_examples(tok, train["question"].tolist(), train["answer"].tolist(),
-                                     study.finetune.ft_format)
+    pairs = train_step.encode_examples(
+        tok, train["question"].tolist(), train["answer"].tolist(), study.finetune.ft_format
+    )
     ft_model = lm.load(path, device="cpu")[0]
     ft_opt = torch.optim.AdamW(ft_model.parameters(), lr=3e-5)
     cfg = study.finetune
@@ -81,7 +83,7 @@ def main(argv=None) -> pd.DataFrame:
     def finetune_steps():
         torch.set_num_threads(1)
         for i in range(0, len(pairs), 16):
-            train_step.step(ft_model, pairs[i:i + 16], tok.pad_token_id, ft_opt, cfg)
+            train_step.step(ft_model, pairs[i : i + 16], tok.pad_token_id, ft_opt, cfg)
         torch.set_num_threads(2)
 
     stages["fine-tuning steps (1 thread)"] = finetune_steps
@@ -92,6 +94,7 @@ def main(argv=None) -> pd.DataFrame:
     def slick_exact(tag):
         def run():
             out[tag] = slick.categorize(model, tok, table, exemplars, scfg, desc=f"SliCK {tag}")
+
         return run
 
     for r in range(args.repeats):
@@ -99,18 +102,33 @@ def main(argv=None) -> pd.DataFrame:
             for on in (False, True):
                 rows.append({"stage": name, "bf16": on, "repeat": r, "seconds": _time(fn, on)})
         for on in (False, True):
-            rows.append({"stage": "SliCK exact estimator", "bf16": on, "repeat": r,
-                         "seconds": _time(slick_exact("bf16" if on else "fp32"), on)})
+            rows.append(
+                {
+                    "stage": "SliCK exact estimator",
+                    "bf16": on,
+                    "repeat": r,
+                    "seconds": _time(slick_exact("bf16" if on else "fp32"), on),
+                }
+            )
     df = pd.DataFrame(rows)
     best = df.groupby(["stage", "bf16"])["seconds"].min().unstack("bf16")
-    res = pd.DataFrame({"stage": best.index, "fp32 s (best)": best[False].values, "bf16 s (best)": best[True].values,
-                        "speed-up": (best[False] / best[True]).values})
+    res = pd.DataFrame(
+        {
+            "stage": best.index,
+            "fp32 s (best)": best[False].values,
+            "bf16 s (best)": best[True].values,
+            "speed-up": (best[False] / best[True]).values,
+        }
+    )
     f, b16 = out["fp32"], out["bf16"]
     greedy = np.mean([np.array_equal(x, y) for x, y in zip(f["prompt_greedy"], b16["prompt_greedy"])])
     cats = (f["category"] == b16["category"]).mean()
-    res["note"] = ["" if s != "SliCK exact estimator" else
-                   f"greedy flags identical on {100 * greedy:.0f}% of questions, categories on {100 * cats:.0f}%"
-                   for s in res["stage"]]
+    res["note"] = [
+        ""
+        if s != "SliCK exact estimator"
+        else f"greedy flags identical on {100 * greedy:.0f}% of questions, categories on {100 * cats:.0f}%"
+        for s in res["stage"]
+    ]
     report(res, "bf16", "bf16 autocast vs fp32 (best of repeats; speed-up = fp32 / bf16)")
     return res
 

@@ -17,7 +17,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-
 from _common import report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,15 +30,23 @@ def chapter_times(book: Path) -> pd.DataFrame:
         pm = nb.get("metadata", {}).get("papermill", {})
         if not pm:
             continue  # not executed by papermill
-        cells = [(c.get("metadata", {}).get("papermill", {}).get("duration") or 0.0, k)
-                 for k, c in enumerate(nb.get("cells", [])) if c.get("cell_type") == "code"]
+        cells = [
+            (c.get("metadata", {}).get("papermill", {}).get("duration") or 0.0, k)
+            for k, c in enumerate(nb.get("cells", []))
+            if c.get("cell_type") == "code"
+        ]
         slow_s, slow_k = max(cells, default=(0.0, -1))
-        rows.append({"profile": (pm.get("parameters") or {}).get("profile", "?"), "chapter": path.stem,
-                     "seconds": round(float(pm["duration"]), 1) if pm.get("duration") else float("nan"),
-                     "started": (pm.get("start_time") or "")[:19],
-                     "slowest cell": f"#{slow_k} ({slow_s:.0f} s)" if slow_k >= 0 else "",
-                     # papermill writes the duration at the end: none yet means running (or killed)
-                     "status": "failed" if pm.get("exception") else "ok" if pm.get("duration") else "running"})
+        rows.append(
+            {
+                "profile": (pm.get("parameters") or {}).get("profile", "?"),
+                "chapter": path.stem,
+                "seconds": round(float(pm["duration"]), 1) if pm.get("duration") else float("nan"),
+                "started": (pm.get("start_time") or "")[:19],
+                "slowest cell": f"#{slow_k} ({slow_s:.0f} s)" if slow_k >= 0 else "",
+                # papermill writes the duration at the end: none yet means running (or killed)
+                "status": "failed" if pm.get("exception") else "ok" if pm.get("duration") else "running",
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -16,7 +16,7 @@ machine falls on both:
 - ``per-run``: today's path, what ``finetune.run_all`` runs with
   ``ft_grouped: false``: two single-thread runs side by side;
 - ``grouped``: ``run_all`` with ``ft_grouped: true``, the runs dealt into two groups
-  (:func:`newknowledge.grouped.plan`), each one stacked model in a
+  (:func:`newknowledge.finetuning.grouped.plan`), each one stacked model in a
   single-thread process, side by side.
 
 Throughput is runs x epochs over the seconds the two processes spend in
@@ -49,10 +49,13 @@ from multiprocessing import get_context
 import numpy as np
 import pandas as pd
 import torch
+from _common import built_default_model, report
 from transformers import AutoConfig
 
-from _common import built_default_model, report
-from newknowledge import config, finetune, grouped, pretrain, runs, world
+from newknowledge.core import config
+from newknowledge.data import world
+from newknowledge.finetuning import finetune, grouped, run_store
+from newknowledge.model import pretrain
 
 
 def stand_in(folder: str) -> str:
@@ -73,9 +76,15 @@ def make_jobs(model_path: str, cfg, runs: int, size: int, eval_n: int) -> list[t
     train = facts[facts["split"] == "train"].sample(frac=1.0, random_state=0).reset_index(drop=True)
     train["category"] = np.where(np.arange(len(train)) % 2, "Unknown", "HighlyKnown")
     evals = facts[facts["split"] != "train"].reset_index(drop=True)
-    evals = evals.iloc[:eval_n or len(evals)].assign(example=lambda d: np.arange(len(d)), category="Unknown")
-    return [(runs.RunSpec(model_path, f"bench_{k}", k, cfg), train.iloc[size * k:size * (k + 1)].reset_index(
-        drop=True), evals) for k in range(runs)]
+    evals = evals.iloc[: eval_n or len(evals)].assign(example=lambda d: np.arange(len(d)), category="Unknown")
+    return [
+        (
+            run_store.RunSpec(model_path, f"bench_{k}", k, cfg),
+            train.iloc[size * k : size * (k + 1)].reset_index(drop=True),
+            evals,
+        )
+        for k in range(runs)
+    ]
 
 
 def in_folder(fn) -> tuple[float, pd.DataFrame, object]:
@@ -90,7 +99,7 @@ def in_folder(fn) -> tuple[float, pd.DataFrame, object]:
     try:
         t = time.perf_counter()
         paths, extra = fn()
-        return time.perf_counter() - t, runs.load_records(paths), extra
+        return time.perf_counter() - t, run_store.load_records(paths), extra
     finally:
         if old is None:
             os.environ.pop("NEWKNOWLEDGE_ARTIFACTS")
@@ -108,17 +117,17 @@ def _task(args) -> dict:
     """
     folder, in_group, task = args
     os.environ["NEWKNOWLEDGE_ARTIFACTS"] = folder
-    marks, save = [], runs.save_epoch
+    marks, save = [], run_store.save_epoch
 
-    def logged(*a, **k):  # both paths write every epoch's records through runs.save_epoch
+    def logged(*a, **k):  # both paths write every epoch's records through run_store.save_epoch
         save(*a, **k)
         marks.append((a[1], time.perf_counter(), time.process_time()))
 
-    runs.save_epoch = logged
+    run_store.save_epoch = logged
     try:
         (grouped._worker if in_group else finetune._worker)(task)
     finally:
-        runs.save_epoch = save
+        run_store.save_epoch = save
     first = next(k for k, m in enumerate(marks) if m[0] > 0) - 1  # the last epoch-0 record before training
     return {"wall": marks[-1][1] - marks[first][1], "cpu": marks[-1][2] - marks[first][2]}
 
@@ -136,7 +145,7 @@ def side_by_side(pool, jobs: list[tuple], groups: list[list[int]] | None) -> tup
         tasks = [(folder, True, ([jobs[i] for i in g], k % 2 + 1)) for k, g in enumerate(groups)]
     spans = list(pool.map(_task, tasks))
     busy = {k: sum(s[k] for s in spans) / 2 for k in ("wall", "cpu")}
-    return [runs.run_dir(*job, in_group=groups is not None) for job in jobs], busy
+    return [run_store.run_dir(*job, in_group=groups is not None) for job in jobs], busy
 
 
 def per_epoch(jobs: list[tuple]) -> pd.DataFrame:
@@ -151,6 +160,7 @@ def per_epoch(jobs: list[tuple]) -> pd.DataFrame:
             out = fn(*args, **kwargs)
             clock[key] += time.perf_counter() - t
             return out
+
         return wrapper
 
     saved = finetune._evaluate, finetune.lm.load, grouped.train_step, grouped.Scorer.flags
@@ -161,14 +171,26 @@ def per_epoch(jobs: list[tuple]) -> pd.DataFrame:
         total = in_folder(lambda: ([finetune.train_run(*jobs[0])], None))[0]
         # Epoch 0 is evaluation only, epoch 1 training and evaluation: halve the evaluation.  Training is
         # the rest (the optimizer steps and the batches' collation), less loading the model.
-        rows.append({"path": "per-run (train_run)", "runs": 1, "train s/run-epoch": total - clock["eval"] - clock["load"],
-                     "eval s/run-epoch": clock["eval"] / 2})
+        rows.append(
+            {
+                "path": "per-run (train_run)",
+                "runs": 1,
+                "train s/run-epoch": total - clock["eval"] - clock["load"],
+                "eval s/run-epoch": clock["eval"] / 2,
+            }
+        )
         finetune._evaluate, finetune.lm.load = saved[:2]
         clock.update(eval=0.0)
         grouped.train_step, grouped.Scorer.flags = timed(saved[2], "train"), timed(saved[3], "eval")
         in_folder(lambda: (grouped.train_group(jobs, threads=1), None))
-        rows.append({"path": "grouped (train_group)", "runs": len(jobs), "train s/run-epoch": clock["train"] / len(jobs),
-                     "eval s/run-epoch": clock["eval"] / 2 / len(jobs)})
+        rows.append(
+            {
+                "path": "grouped (train_group)",
+                "runs": len(jobs),
+                "train s/run-epoch": clock["train"] / len(jobs),
+                "eval s/run-epoch": clock["eval"] / 2 / len(jobs),
+            }
+        )
     finally:
         finetune._evaluate, finetune.lm.load, grouped.train_step, grouped.Scorer.flags = saved
     df = pd.DataFrame(rows)
@@ -195,8 +217,9 @@ def main() -> None:
         model_path = stand_in(tmp)
     study = config.from_params({})
     drop = study.finetune.ft_dropout if args.dropout is None else args.dropout
-    cfg = dataclasses.replace(study.finetune, ft_epochs=args.epochs, workers=2, ft_threads=1, ft_dropout=drop,
-                              ft_grouped=True)
+    cfg = dataclasses.replace(
+        study.finetune, ft_epochs=args.epochs, workers=2, ft_threads=1, ft_dropout=drop, ft_grouped=True
+    )
     jobs = make_jobs(model_path, cfg, args.runs, args.size, args.eval_n)
     off = [(dataclasses.replace(s, cfg=dataclasses.replace(cfg, ft_grouped=False)), t, e) for s, t, e in jobs]
     assert all(grouped.groupable(s) for s, _, _ in jobs), "the benchmark's runs must be groupable"
@@ -210,30 +233,50 @@ def main() -> None:
                 s, records[m], b = in_folder(lambda m=m: side_by_side(pool, *modes[m]))
                 seconds[m].append(s)
                 busy[m].append(b)
-                print(f"round {r + 1}: {m}: {s:.1f} s in all; epochs 1..{args.epochs}: {b['wall']:.1f} s, "
-                      f"{b['cpu']:.1f} CPU s per worker", flush=True)
+                print(
+                    f"round {r + 1}: {m}: {s:.1f} s in all; epochs 1..{args.epochs}: {b['wall']:.1f} s, "
+                    f"{b['cpu']:.1f} CPU s per worker",
+                    flush=True,
+                )
     work, base = args.runs * args.epochs, busy["per-run, 2 x 1 thread"]
     rows = []
     for m in modes:
         # Ratios per round (the same load on both modes), then the median over rounds.
         ratio = {k: np.median([a[k] / b[k] for a, b in zip(base, busy[m])]) for k in ("wall", "cpu")}
         wall = float(np.median([b["wall"] for b in busy[m]]))
-        rows.append({"mode": m, "runs x epochs": work, "s": wall, "runs x epochs / s": work / wall,
-                     "x per-run": ratio["wall"], "x per-run (CPU s)": ratio["cpu"],
-                     "s with start-up": float(np.median(seconds[m]))})
-    sizes = (f"{args.runs} runs x {args.epochs} epochs, |D| = {args.size}, {len(jobs[0][2])} evaluation questions, "
-             f"ft_dropout {drop}, d_model {AutoConfig.from_pretrained(model_path).n_embd}, groups of "
-             f"{'/'.join(str(len(g)) for g in groups)}")
-    report(pd.DataFrame(rows), "bench_grouped", f"Fine-tuning throughput in epochs 1..{args.epochs}, two worker "
-           f"processes: {sizes} ({args.repeats} rounds)")
+        rows.append(
+            {
+                "mode": m,
+                "runs x epochs": work,
+                "s": wall,
+                "runs x epochs / s": work / wall,
+                "x per-run": ratio["wall"],
+                "x per-run (CPU s)": ratio["cpu"],
+                "s with start-up": float(np.median(seconds[m])),
+            }
+        )
+    sizes = (
+        f"{args.runs} runs x {args.epochs} epochs, |D| = {args.size}, {len(jobs[0][2])} evaluation questions, "
+        f"ft_dropout {drop}, d_model {AutoConfig.from_pretrained(model_path).n_embd}, groups of "
+        f"{'/'.join(str(len(g)) for g in groups)}"
+    )
+    report(
+        pd.DataFrame(rows),
+        "bench_grouped",
+        f"Fine-tuning throughput in epochs 1..{args.epochs}, two worker processes: {sizes} ({args.repeats} rounds)",
+    )
     if args.split:
         report(per_epoch(jobs), "bench_grouped_epoch", "Seconds per run and epoch (1 process, 1 thread)")
     cols = ["variant", "epoch", "split", "example"]
     a, b = (records[m].sort_values(cols).reset_index(drop=True)["correct"] for m in modes)
-    print(f"\nIdentical flags, grouped vs per-run records: {100 * float((a == b).mean()):.2f}%"
-          + (" (dropout masks differ between the paths)" if drop > 0 else ""))
-    print(f"Grouped / per-run throughput: {rows[1]['x per-run']:.2f}x (CPU time: {rows[1]['x per-run (CPU s)']:.2f}x; "
-          "on a busy machine the CPU-time ratio is the steadier one); target >= 2x")
+    print(
+        f"\nIdentical flags, grouped vs per-run records: {100 * float((a == b).mean()):.2f}%"
+        + (" (dropout masks differ between the paths)" if drop > 0 else "")
+    )
+    print(
+        f"Grouped / per-run throughput: {rows[1]['x per-run']:.2f}x (CPU time: {rows[1]['x per-run (CPU s)']:.2f}x; "
+        "on a busy machine the CPU-time ratio is the steadier one); target >= 2x"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

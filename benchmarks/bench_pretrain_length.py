@@ -40,7 +40,7 @@ from _common import report
 
 def study_for(profile: str, passes: float | None = None):
     """The profile's study, pretrained for ``passes`` passes (None: the profile's own)."""
-    from newknowledge import config
+    from newknowledge.core import config
 
     params = config.load_profile(profile)
     return config.from_params(params if passes is None else dict(params, pretrain_passes=passes))
@@ -48,14 +48,18 @@ def study_for(profile: str, passes: float | None = None):
 
 def built(study) -> bool:
     """Whether this world's model is in the artifacts cache (the world's facts are cheap to make)."""
-    from newknowledge import pretrain, store
+    from newknowledge.core import store
+    from newknowledge.model import pretrain
 
     return store.is_done(pretrain.artifact(study.world, study.pretrain)[0])
 
 
 def measure(profile: str, passes: float, default: float) -> dict:
-    from newknowledge import analysis, categories, pipeline, variants
-    from newknowledge.chapters import knowledge
+    from newknowledge.book import pipeline
+    from newknowledge.book.chapters import knowledge
+    from newknowledge.evaluation import analysis
+    from newknowledge.finetuning import variants
+    from newknowledge.knowledge import categories
 
     study = study_for(profile, passes)
     prep = pipeline.prepare(study)
@@ -70,15 +74,19 @@ def measure(profile: str, passes: float, default: float) -> dict:
     base = analysis.popular_answer_baseline(table, "test")
     shares = categories.split_shares(table, "train")
     return {
-        "passes": passes, "vs default": passes / default, "steps": stats["steps"],
-        "train tokens (M)": stats["train_tokens"] / 1e6, "final loss": stats["final_loss"],
+        "passes": passes,
+        "vs default": passes / default,
+        "steps": stats["steps"],
+        "train tokens (M)": stats["train_tokens"] / 1e6,
+        "final loss": stats["final_loss"],
         "pretrain s": stats["seconds"],
         "probe test %": 100 * table.loc[table["split"] == "test", "p_greedy"].mean(),
         "popular answer %": 100 * float(base.iloc[-1]["baseline"]),
         "HK train %": 100 * shares["HighlyKnown"],
         "HK at 5-8 exp. %": 100 * (facts.loc[facts["exposures"].between(5, 8), "category"] == "HighlyKnown").mean(),
         "Unk train %": 100 * shares["Unknown"],
-        "|D|": size, "min |D|": study.finetune.min_dataset_size,
+        "|D|": size,
+        "min |D|": study.finetune.min_dataset_size,
         "checks held": f"{sum(bool(c.holds) for c in checks)}/{len(checks)}",
         "failing": ", ".join(c.key for c in checks if c.holds is False) or "-",
     }
@@ -93,8 +101,12 @@ def keeps_world(df: pd.DataFrame, default: float, share: float = 0.9) -> list[bo
     def failing(r) -> set:
         return set(r["failing"].split(", ")) - {"-"}
 
-    return [bool(failing(r) <= failing(ref) and r["|D|"] >= r["min |D|"]
-                 and r["probe test %"] >= share * ref["probe test %"]) for _, r in df.iterrows()]
+    return [
+        bool(
+            failing(r) <= failing(ref) and r["|D|"] >= r["min |D|"] and r["probe test %"] >= share * ref["probe test %"]
+        )
+        for _, r in df.iterrows()
+    ]
 
 
 def main() -> None:
@@ -115,13 +127,19 @@ def main() -> None:
             return
     df = pd.DataFrame([measure(args.profile, p, default) for p in points])
     df["keeps the world"] = keeps_world(df, default)
-    report(df, "bench_pretrain_length", f"Pretraining length: the {args.profile} world's chapter-1 checks "
-           f"against passes over the corpus (default {default:g})")
+    report(
+        df,
+        "bench_pretrain_length",
+        f"Pretraining length: the {args.profile} world's chapter-1 checks "
+        f"against passes over the corpus (default {default:g})",
+    )
     kept = df[df["keeps the world"]]
     if len(kept):
         best = kept.sort_values("passes").iloc[0]
-        print(f"\ncheapest length that keeps the world: {best['passes']:g} passes ({best['steps']} steps, "
-              f"{best['vs default']:.2f}x the default's passes)")
+        print(
+            f"\ncheapest length that keeps the world: {best['passes']:g} passes ({best['steps']} steps, "
+            f"{best['vs default']:.2f}x the default's passes)"
+        )
     else:
         print("\nno length keeps the world (not even the default: see 'failing')")
 

@@ -1,15 +1,15 @@
 """SliCK speed: plain Hugging Face ``generate`` against our engines, on the same questions.
 
-Methods (each runs :func:`newknowledge.slick.categorize` on the same N train
+Methods (each runs :func:`newknowledge.knowledge.slick.categorize` on the same N train
 questions of the default world, n_ex = 10 prompts per question):
 
 - ``baseline: HF generate``: the straightforward way.  Per batch of prompts,
   ``model.generate`` greedy, then ``model.generate`` with ``do_sample``,
   temperature 0.5, top-k 40 and ``num_return_sequences=16``; a
   ``StoppingCriteria`` ends each row at its first newline (or EOS).
-- ``sampling engine``: :func:`newknowledge.lm.decode` (shared-prefix prefill,
+- ``sampling engine``: :func:`newknowledge.model.lm.decode` (shared-prefix prefill,
   preallocated cache, answer tree), the paper's estimator.
-- ``exact``: :func:`newknowledge.lm.score` (teacher forcing, exact sampling
+- ``exact``: :func:`newknowledge.model.lm.score` (teacher forcing, exact sampling
   probability), with shared-prefix prefill.
 - the two engines again without the prefix cache (``prefixes`` dropped);
 - the sampling engine with another sampling seed (same prompts): how much two
@@ -32,11 +32,12 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import torch
+from _common import load_default, report, timed
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.utils import logging as hf_logging
 
-from _common import load_default, report, timed
-from newknowledge import lm, slick
+from newknowledge.knowledge import slick
+from newknowledge.model import lm
 
 
 class StopAtLineEnd(StoppingCriteria):
@@ -46,7 +47,7 @@ class StopAtLineEnd(StoppingCriteria):
         self.stops, self.prompt_len = stops, prompt_len
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-        return self.stops[input_ids[:, self.prompt_len:]].any(1)
+        return self.stops[input_ids[:, self.prompt_len :]].any(1)
 
 
 class GenerateBaseline:
@@ -64,8 +65,12 @@ class GenerateBaseline:
     def _generate(self, model, tok, prompts, stops, **kw) -> list[str]:
         enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
         width = enc["input_ids"].shape[1]
-        out = model.generate(**enc, stopping_criteria=StoppingCriteriaList([StopAtLineEnd(stops, width)]),
-                             pad_token_id=tok.pad_token_id, **kw)
+        out = model.generate(
+            **enc,
+            stopping_criteria=StoppingCriteriaList([StopAtLineEnd(stops, width)]),
+            pad_token_id=tok.pad_token_id,
+            **kw,
+        )
         return [lm._cut(t) for t in tok.batch_decode(out[:, width:], skip_special_tokens=True)]
 
     def decode(self, model, tok, prompts, *, n_samples=0, temperature=0.5, top_k=40, max_new_tokens=16, **_):
@@ -73,13 +78,23 @@ class GenerateBaseline:
         stops = lm.stop_mask(tok, model.get_output_embeddings().weight.shape[0])
         greedy, samples = [], []
         for s in range(0, len(prompts), self.p):
-            greedy += self._generate(model, tok, prompts[s:s + self.p], stops, do_sample=False,
-                                     max_new_tokens=max_new_tokens)
+            greedy += self._generate(
+                model, tok, prompts[s : s + self.p], stops, do_sample=False, max_new_tokens=max_new_tokens
+            )
         for s in range(0, len(prompts) if n_samples else 0, self.ps):
-            flat = self._generate(model, tok, prompts[s:s + self.ps], stops, do_sample=True, temperature=temperature,
-                                  top_k=top_k, top_p=1.0, num_return_sequences=n_samples,
-                                  max_new_tokens=max_new_tokens)
-            samples += [flat[i:i + n_samples] for i in range(0, len(flat), n_samples)]
+            flat = self._generate(
+                model,
+                tok,
+                prompts[s : s + self.ps],
+                stops,
+                do_sample=True,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=1.0,
+                num_return_sequences=n_samples,
+                max_new_tokens=max_new_tokens,
+            )
+            samples += [flat[i : i + n_samples] for i in range(0, len(flat), n_samples)]
         return greedy, samples or [[] for _ in prompts]
 
 
@@ -149,17 +164,25 @@ def main() -> None:
             greedy = float(np.mean(a == b))
         else:
             greedy = float(np.mean(out["p_greedy"].to_numpy() == base["p_greedy"].to_numpy()))
-        rows.append({"method": m, "seconds": best, "questions/s": args.n / best,
-                     "speed-up": min(seconds["baseline: HF generate"]) / best,
-                     "greedy agreement": greedy,
-                     "category agreement": float(np.mean(out["category"].to_numpy() == base["category"].to_numpy())),
-                     "all rounds (s)": " ".join(f"{t:.1f}" for t in seconds[m])})
+        rows.append(
+            {
+                "method": m,
+                "seconds": best,
+                "questions/s": args.n / best,
+                "speed-up": min(seconds["baseline: HF generate"]) / best,
+                "greedy agreement": greedy,
+                "category agreement": float(np.mean(out["category"].to_numpy() == base["category"].to_numpy())),
+                "all rounds (s)": " ".join(f"{t:.1f}" for t in seconds[m]),
+            }
+        )
     df = pd.DataFrame(rows)
     report(df, "bench_slick", f"SliCK on {args.n} questions x {cfg.n_ex} prompts, {args.threads} thread(s)")
     counts = pd.DataFrame({m: o["category"].value_counts() for m, o in outs.items()}).fillna(0).astype(int)
     print("\nCategories per method:\n" + counts.to_string())
-    print("\nTargets: sampling engine >= 5x baseline with 100% greedy agreement; exact >= 30x with >= 97% "
-          "category agreement.")
+    print(
+        "\nTargets: sampling engine >= 5x baseline with 100% greedy agreement; exact >= 30x with >= 97% "
+        "category agreement."
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Nothing is downloaded.  The script builds a randomly initialised Llama-style
 model of ~100-500M parameters with a byte-level BPE tokenizer trained on the
 controlled world's corpus, saves both with ``save_pretrained`` and loads them
-back through :func:`newknowledge.lm.load` (the call a real model goes through),
+back through :func:`newknowledge.model.lm.load` (the call a real model goes through),
 then measures, with batch sizes chosen from the free GPU memory:
 
 - SliCK on ``--questions`` questions with the exact and the sampling estimator
@@ -47,16 +47,27 @@ def build_model(folder: Path, size: str, vocab: int) -> int:
     """A random Llama-style model and a BPE tokenizer, saved to ``folder``; returns the parameter count."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from newknowledge import config, pretrain, world
+    from newknowledge.core import config
+    from newknowledge.data import world
+    from newknowledge.model import pretrain
 
     study = config.from_params({"n_train": 40, "n_dev": 8, "n_test": 10, "n_ood_test": 5})
     facts = world.generate(study.world)
     docs = pretrain.documents(facts, study.pretrain, np.random.default_rng(0))
     tok = pretrain.train_tokenizer(docs, vocab)
     hidden, layers, heads, kv, inter = SIZES[size]
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=1024,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        max_position_embeddings=1024,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg)
     model.save_pretrained(folder)
@@ -66,8 +77,9 @@ def build_model(folder: Path, size: str, vocab: int) -> int:
 
 def questions(n: int):
     """``n`` questions in ENTITYQUESTIONS format (a synthetic world), their dev exemplars, and eval questions."""
-    from newknowledge import config, pipeline, world
-    from newknowledge import entityquestions as eq
+    from newknowledge.core import config
+    from newknowledge.data import entityquestions as eq
+    from newknowledge.data import world
 
     per = max(6, n // 12 + 1)
     study = config.from_params({"n_train": per, "n_dev": 8, "n_test": max(2, per // 4), "n_ood_test": 2})
@@ -75,7 +87,7 @@ def questions(n: int):
     facts = world.load(folder)
     train = facts[facts["split"] == "train"].head(n).reset_index(drop=True)
     evals = facts[facts["split"] != "train"].head(max(8, n // 4)).reset_index(drop=True)
-    return train, pipeline.exemplar_pool(eq.load(folder)), evals
+    return train, eq.exemplar_pool(eq.load(folder)), evals
 
 
 def _peak(device: torch.device) -> float:
@@ -96,7 +108,10 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     os.environ["NEWKNOWLEDGE_ARTIFACTS"] = str(work / "artifacts")
 
-    from newknowledge import config, finetune, lm, runs, slick, train_step
+    from newknowledge.core import config
+    from newknowledge.finetuning import finetune, run_store
+    from newknowledge.knowledge import slick
+    from newknowledge.model import lm, train_step
 
     device = torch.device(args.device)
     params = build_model(work / "model", args.size, args.vocab)
@@ -104,8 +119,12 @@ def main(argv=None) -> dict:
     train, exemplars, evals = questions(args.questions)
     train = train.assign(category=np.where(np.arange(len(train)) % 2, "Unknown", "HighlyKnown"))
     evals = evals.assign(example=np.arange(len(evals)), category="Unknown")
-    out = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
-           "parameters": params, "questions": len(train)}
+    out = {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+        "parameters": params,
+        "questions": len(train),
+    }
     model, tok = lm.load(str(work / "model"), device=str(device), dtype=dtype)
     base = config.from_params({"n_ex": 2, "n_samples": 4} if args.tiny else {}).slick
     for estimator in ("exact", "sampling"):
@@ -121,12 +140,23 @@ def main(argv=None) -> dict:
         out[f"slick_{estimator}_q_per_s"] = round(len(table) / seconds, 2)
         out[f"slick_{estimator}_peak_gib"] = round(_peak(device), 2)
     del model
-    ft = dataclasses.replace(config.from_params({}).finetune, ft_epochs=1, ft_batch=128, ft_micro_batch=0,
-                             ft_checkpointing=True, ft_eval_batch=0, ft_lr=1e-5,
-                             ft_precision="bf16-mixed" if device.type == "cuda" else "model")
-    spec = runs.RunSpec(str(work / "model"), "unknown_50", 0, ft, device=str(device), dtype="float32")
-    n_tokens = sum(len(ids) for ids, _ in train_step.encode_examples(
-        tok, train["question"].tolist(), train["answer"].tolist(), ft.ft_format))
+    ft = dataclasses.replace(
+        config.from_params({}).finetune,
+        ft_epochs=1,
+        ft_batch=128,
+        ft_micro_batch=0,
+        ft_checkpointing=True,
+        ft_eval_batch=0,
+        ft_lr=1e-5,
+        ft_precision="bf16-mixed" if device.type == "cuda" else "model",
+    )
+    spec = run_store.RunSpec(str(work / "model"), "unknown_50", 0, ft, device=str(device), dtype="float32")
+    n_tokens = sum(
+        len(ids)
+        for ids, _ in train_step.encode_examples(
+            tok, train["question"].tolist(), train["answer"].tolist(), ft.ft_format
+        )
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t = time.perf_counter()

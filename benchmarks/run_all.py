@@ -36,7 +36,9 @@ def main() -> int:
     for script, small in QUICK.items():
         print(f"\n=== {script} ===", flush=True)
         t = time.time()
-        rc = subprocess.run([sys.executable, str(HERE / script), *(small if quick else []), *ALWAYS.get(script, [])], cwd=HERE.parent).returncode
+        rc = subprocess.run(
+            [sys.executable, str(HERE / script), *(small if quick else []), *ALWAYS.get(script, [])], cwd=HERE.parent
+        ).returncode
         print(f"=== {script}: {'ok' if rc == 0 else f'failed ({rc})'} in {time.time() - t:.0f} s", flush=True)
         if rc:
             failed.append(script)

@@ -43,6 +43,7 @@ continues them; pretraining resumes from its checkpoint):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import time
@@ -52,7 +53,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from newknowledge import analysis, categories, config, finetune, lm, pipeline, prompts, runs, slick, variants
+from newknowledge.book import pipeline
+from newknowledge.core import config, prompts
+from newknowledge.evaluation import analysis
+from newknowledge.finetuning import finetune, run_store, variants
+from newknowledge.knowledge import categories, slick
+from newknowledge.model import lm
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -61,17 +67,45 @@ CANDIDATES: dict[str, dict] = {
     # The world before issue 12: well-known dev (the exemplars), the pretraining format.
     "old": {"dev_exposures": "uniform", "ft_format": "qa", "ft_epochs": 20},
     # Natural dev, the paper's format, one Q/A template in pretraining.
-    "natural1": {"dev_exposures": "natural", "n_dev": 40, "ft_format": "paper", "qa_templates": 1,
-                 "ft_epochs": 40, "pretrain_threads": 1},
+    "natural1": {
+        "dev_exposures": "natural",
+        "n_dev": 40,
+        "ft_format": "paper",
+        "qa_templates": 1,
+        "ft_epochs": 40,
+        "pretrain_threads": 1,
+    },
     # As natural1 with five Q/A templates in pretraining.
-    "natural5": {"dev_exposures": "natural", "n_dev": 40, "ft_format": "paper", "qa_templates": 5,
-                 "ft_epochs": 40, "pretrain_threads": 1},
+    "natural5": {
+        "dev_exposures": "natural",
+        "n_dev": 40,
+        "ft_format": "paper",
+        "qa_templates": 5,
+        "ft_epochs": 40,
+        "pretrain_threads": 1,
+    },
     # natural5 with a weaker answer prior (popular-answer baseline 14% instead of 21% on test) and 8 passes.
-    "v2": {"dev_exposures": "natural", "n_dev": 40, "ft_format": "paper", "qa_templates": 5, "zipf_a": 0.8,
-           "pretrain_passes": 8.0, "ft_epochs": 40, "pretrain_threads": 1},
+    "v2": {
+        "dev_exposures": "natural",
+        "n_dev": 40,
+        "ft_format": "paper",
+        "qa_templates": 5,
+        "zipf_a": 0.8,
+        "pretrain_passes": 8.0,
+        "ft_epochs": 40,
+        "pretrain_threads": 1,
+    },
     # v2 with the default 14 passes (8 passes lost most stored knowledge, research-log E3).
-    "v2p14": {"dev_exposures": "natural", "n_dev": 40, "ft_format": "paper", "qa_templates": 5, "zipf_a": 0.8,
-              "pretrain_passes": 14.0, "ft_epochs": 40, "pretrain_threads": 1},
+    "v2p14": {
+        "dev_exposures": "natural",
+        "n_dev": 40,
+        "ft_format": "paper",
+        "qa_templates": 5,
+        "zipf_a": 0.8,
+        "pretrain_passes": 14.0,
+        "ft_epochs": 40,
+        "pretrain_threads": 1,
+    },
 }
 SECTION4 = ["unknown_0", "unknown_50", "unknown_100", "known_50"]
 
@@ -83,10 +117,8 @@ def params_for(candidate: str, world_seed: int, sets: list[str]) -> dict:
         name, value = item.split("=", 1)
         value = yaml.safe_load(value)
         if isinstance(value, str):  # YAML reads 5e-3 as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         params[name] = value
     params.update(world_seed=world_seed, pretrain_seed=world_seed)
     return params
@@ -104,11 +136,16 @@ def exemplar_check(prep: pipeline.Prepared, min_exposures: int = 15) -> dict:
     well = well[["relation", "question", "answer"]].reset_index(drop=True)
     model, tok = lm.load(prep.model_path, device="cpu")
     cfg = prep.study.slick
-    alt = slick.categorize(model, tok, test[["relation", "question", "answer"]], well, cfg, desc="SliCK (well-known exemplars)")
+    alt = slick.categorize(
+        model, tok, test[["relation", "question", "answer"]], well, cfg, desc="SliCK (well-known exemplars)"
+    )
     base = test["category"].to_numpy()
-    out = {"exemplars_well_known_per_relation": int(well.groupby("relation").size().min()),
-           "p_greedy_dev_exemplars": float(test["p_greedy"].mean()), "p_greedy_well_exemplars": float(alt["p_greedy"].mean()),
-           "category_agreement": float((alt["category"].to_numpy() == base).mean())}
+    out = {
+        "exemplars_well_known_per_relation": int(well.groupby("relation").size().min()),
+        "p_greedy_dev_exemplars": float(test["p_greedy"].mean()),
+        "p_greedy_well_exemplars": float(alt["p_greedy"].mean()),
+        "category_agreement": float((alt["category"].to_numpy() == base).mean()),
+    }
     for c in categories.CATEGORIES:
         out[f"{c}_dev_ex"] = float((base == c).mean())
         out[f"{c}_well_ex"] = float((alt["category"] == c).mean())
@@ -160,11 +197,20 @@ def bootstrap_es(records: pd.DataFrame, n: int = 500, seed: int = 0) -> pd.DataF
     dev = records[(records["split"] == "dev") & (records["epoch"] >= 1)]
     out = []
     for (variant, s), g in dev.groupby(analysis.RUN):
-        m = g.pivot_table(index="example", columns="epoch", values="correct").to_numpy(dtype=float)  # (questions, epochs)
+        m = g.pivot_table(index="example", columns="epoch", values="correct").to_numpy(
+            dtype=float
+        )  # (questions, epochs)
         epochs = np.array(sorted(g["epoch"].unique()))
         picks = [epochs[np.argmax(m[rng.integers(0, len(m), len(m))].mean(0))] for _ in range(n)]
-        out.append({"variant": variant, "seed": s, "es_p10": np.percentile(picks, 10), "es_median": np.median(picks),
-                    "es_p90": np.percentile(picks, 90)})
+        out.append(
+            {
+                "variant": variant,
+                "seed": s,
+                "es_p10": np.percentile(picks, 10),
+                "es_median": np.median(picks),
+                "es_p90": np.percentile(picks, 90),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -220,7 +266,10 @@ def finetune_checks(prep: pipeline.Prepared, variants: list[str], row: dict) -> 
         row[f"test_es_{tag}"], row[f"test_conv_{tag}"] = float(es.loc[v, "test"]), float(conv.loc[v, "test"])
         row[f"ood_es_{tag}"], row[f"ood_conv_{tag}"] = float(es.loc[v, "ood_test"]), float(conv.loc[v, "ood_test"])
         row[f"dev_hk_es_{tag}"] = float(es.loc[v, "dev_hk"])
-        row[f"known_fit_es_{tag}"], row[f"unknown_fit_es_{tag}"] = float(es.loc[v, "known_fitted"]), float(es.loc[v, "unknown_fitted"])
+        row[f"known_fit_es_{tag}"], row[f"unknown_fit_es_{tag}"] = (
+            float(es.loc[v, "known_fitted"]),
+            float(es.loc[v, "unknown_fitted"]),
+        )
         row[f"train_conv_{tag}"] = float(conv.loc[v, "train"])
     row["min_train_acc_last_epoch"] = float(conv["train"].min())
     # Format learning: first epoch where HighlyKnown dev questions reach 90% (unknown_0 and unknown_50).
@@ -232,8 +281,17 @@ def finetune_checks(prep: pipeline.Prepared, variants: list[str], row: dict) -> 
 
 
 # The study world of World v3 (research-log E10): the default world's size, one thread per job.
-V3_WORLD = {"n_train": 220, "n_dev": 40, "n_test": 60, "n_ood_test": 60, "pretrain_threads": 1, "ft_threads": 1,
-            "ft_epochs": 50, "workers": 1, "ft_grouped": False}
+V3_WORLD = {
+    "n_train": 220,
+    "n_dev": 40,
+    "n_test": 60,
+    "n_ood_test": 60,
+    "pretrain_threads": 1,
+    "ft_threads": 1,
+    "ft_epochs": 50,
+    "workers": 1,
+    "ft_grouped": False,
+}
 # Screening criteria (E10): best HighlyKnown dev accuracy over epochs 1-10 in the paper's format, and the
 # Known-only run in the pretraining format keeping this share of its epoch-0 HighlyKnown dev accuracy.
 SCREEN_HK_BEST, SCREEN_KEEP = 0.85, 0.90
@@ -244,12 +302,18 @@ def screen_row(rec: pd.DataFrame, epochs: int) -> dict:
     ep = analysis.epoch_table(rec).set_index(["variant", "epoch"])
     paper, qa = ep.loc["paper"], ep.loc["qa"]
     best_epoch = int(paper.loc[1:epochs, "dev_hk"].idxmax())
-    row = {"hk_dev_best": float(paper.loc[best_epoch, "dev_hk"]), "hk_dev_best_epoch": best_epoch,
-           "hk_dev_by_epoch": [round(float(x), 3) for x in paper["dev_hk"]],
-           "qa_hk_dev_0": float(qa.loc[0, "dev_hk"]), "qa_hk_dev_last": float(qa.loc[epochs, "dev_hk"]),
-           "qa_hk_dev_by_epoch": [round(float(x), 3) for x in qa["dev_hk"]],
-           "zero_shot_paper_dev": float(paper.loc[0, "dev"]), "test_by_epoch": [round(float(x), 3) for x in paper["test"]],
-           "train_last": float(paper.loc[epochs, "train"]), "qa_train_last": float(qa.loc[epochs, "train"])}
+    row = {
+        "hk_dev_best": float(paper.loc[best_epoch, "dev_hk"]),
+        "hk_dev_best_epoch": best_epoch,
+        "hk_dev_by_epoch": [round(float(x), 3) for x in paper["dev_hk"]],
+        "qa_hk_dev_0": float(qa.loc[0, "dev_hk"]),
+        "qa_hk_dev_last": float(qa.loc[epochs, "dev_hk"]),
+        "qa_hk_dev_by_epoch": [round(float(x), 3) for x in qa["dev_hk"]],
+        "zero_shot_paper_dev": float(paper.loc[0, "dev"]),
+        "test_by_epoch": [round(float(x), 3) for x in paper["test"]],
+        "train_last": float(paper.loc[epochs, "train"]),
+        "qa_train_last": float(qa.loc[epochs, "train"]),
+    }
     row["qa_keep"] = row["qa_hk_dev_last"] / row["qa_hk_dev_0"]
     row["pass_s1"] = row["hk_dev_best"] >= SCREEN_HK_BEST
     row["pass_s2"] = row["qa_keep"] >= SCREEN_KEEP
@@ -272,8 +336,15 @@ def screen(args) -> None:
         t0 = time.time()
         prep = pipeline.prepare(config.from_params(params))
         if ("prepare", args.d_model, None, None, ws) not in done:
-            row = {"kind": "prepare", "d_model": args.d_model, "world_seed": ws, "rule_D": prep.size,
-                   "prepare_wall_s": round(time.time() - t0, 1), **prepare_checks(prep), **format_check(prep)}
+            row = {
+                "kind": "prepare",
+                "d_model": args.d_model,
+                "world_seed": ws,
+                "rule_D": prep.size,
+                "prepare_wall_s": round(time.time() - t0, 1),
+                **prepare_checks(prep),
+                **format_check(prep),
+            }
             with open(out, "a") as f:
                 f.write(json.dumps(row, default=float) + "\n")
         for size in args.sizes:
@@ -285,19 +356,30 @@ def screen(args) -> None:
                 data = variants.build(prep.train, "unknown_0", size=size or prep.size, seed=ws)
                 paths, t1 = [], time.time()
                 for fmt in ("paper", "qa"):
-                    spec = runs.RunSpec(prep.model_path, "unknown_0", ws,
-                                            dataclasses.replace(cfg, ft_format=fmt), device="cpu")
-                    path = runs.run_dir(spec, data, prep.evals)
-                    start = max(1, runs.resume_point(path)[0]) if not (path / "done.json").exists() else 99
+                    spec = run_store.RunSpec(
+                        prep.model_path, "unknown_0", ws, dataclasses.replace(cfg, ft_format=fmt), device="cpu"
+                    )
+                    path = run_store.run_dir(spec, data, prep.evals)
+                    start = max(1, run_store.resume_point(path)[0]) if not (path / "done.json").exists() else 99
                     if start <= args.epochs:
                         finetune.train_run(spec, data, prep.evals, stop_after=args.epochs - start + 1)
                     paths.append(path)
-                rec = pd.concat([runs.load_records([p]).assign(variant=fmt) for p, fmt in zip(paths, ("paper", "qa"))])
+                rec = pd.concat(
+                    [run_store.load_records([p]).assign(variant=fmt) for p, fmt in zip(paths, ("paper", "qa"))]
+                )
                 rec = rec[rec["epoch"] <= args.epochs]
-                row = {"kind": "screen", "d_model": args.d_model, "section4_size": size, "D": len(data),
-                       "ft_lr": lr, "world_seed": ws, "epochs": args.epochs,
-                       "finetune_wall_s": round(time.time() - t1, 1),
-                       "sec_per_run_epoch": seconds_per_epoch(paths), **screen_row(rec, args.epochs)}
+                row = {
+                    "kind": "screen",
+                    "d_model": args.d_model,
+                    "section4_size": size,
+                    "D": len(data),
+                    "ft_lr": lr,
+                    "world_seed": ws,
+                    "epochs": args.epochs,
+                    "finetune_wall_s": round(time.time() - t1, 1),
+                    "sec_per_run_epoch": seconds_per_epoch(paths),
+                    **screen_row(rec, args.epochs),
+                }
                 print(json.dumps({k: v for k, v in row.items() if not k.endswith("by_epoch")}, default=float))
                 with open(out, "a") as f:
                     f.write(json.dumps(row, default=float) + "\n")
@@ -327,14 +409,24 @@ def main() -> None:
     for ws in args.world_seeds:
         params = params_for(args.candidate, ws, args.set)
         study = config.from_params(params)
-        print(f"\n=== {args.tag or args.candidate}, world seed {ws}: "
-              + ", ".join(f"{k}={v}" for k, v in params.items() if k not in ('profile',)))
+        print(
+            f"\n=== {args.tag or args.candidate}, world seed {ws}: "
+            + ", ".join(f"{k}={v}" for k, v in params.items() if k not in ("profile",))
+        )
         t0 = time.time()
         prep = pipeline.prepare(study)
-        row = {"setting": args.tag or args.candidate, "world_seed": ws,
-               "params": json.dumps({k: v for k, v in params.items() if CANDIDATES[args.candidate].get(k, None) is not None
-                                     or k in [s.split('=')[0] for s in args.set]}),
-               "prepare_wall_s": round(time.time() - t0, 1)}
+        row = {
+            "setting": args.tag or args.candidate,
+            "world_seed": ws,
+            "params": json.dumps(
+                {
+                    k: v
+                    for k, v in params.items()
+                    if CANDIDATES[args.candidate].get(k, None) is not None or k in [s.split("=")[0] for s in args.set]
+                }
+            ),
+            "prepare_wall_s": round(time.time() - t0, 1),
+        }
         row.update(prepare_checks(prep))
         row.update(format_check(prep))
         if args.exemplars:

@@ -11,22 +11,45 @@ import numpy as np
 import pytest
 import torch
 
-from newknowledge import config, lm, pretrain, world
+from newknowledge.core import config
+from newknowledge.data import world
+from newknowledge.model import lm, pretrain
 
 TINY = {
-    "n_train": 12, "n_dev": 6, "n_test": 6, "n_ood_test": 4, "pool_scale": 0.1, "exposure_mu": 2.3,
-    "vocab_size": 600, "d_model": 48, "n_layers": 2, "n_heads": 2, "block_size": 64,
-    "pretrain_batch": 16, "pretrain_passes": 10.0, "pretrain_lr": 5e-3, "pretrain_threads": 1,
-    "n_ex": 2, "n_samples": 3, "slick_batch": 16, "max_new_tokens": 8,
+    "n_train": 12,
+    "n_dev": 6,
+    "n_test": 6,
+    "n_ood_test": 4,
+    "pool_scale": 0.1,
+    "exposure_mu": 2.3,
+    "vocab_size": 600,
+    "d_model": 48,
+    "n_layers": 2,
+    "n_heads": 2,
+    "block_size": 64,
+    "pretrain_batch": 16,
+    "pretrain_passes": 10.0,
+    "pretrain_lr": 5e-3,
+    "pretrain_threads": 1,
+    "n_ex": 2,
+    "n_samples": 3,
+    "slick_batch": 16,
+    "max_new_tokens": 8,
     # The old world (one Q/A template, well-known dev exemplars, Zipf 1.0): a model this small learns
     # facts in seconds only from concentrated Q/A lines, and answers in format only after known exemplars.
-    "qa_templates": 1, "dev_exposures": "uniform", "zipf_a": 1.0,
+    "qa_templates": 1,
+    "dev_exposures": "uniform",
+    "zipf_a": 1.0,
 }
 
 
 def pytest_addoption(parser):
-    parser.addoption("--book-html", default=None, metavar="DIR",
-                     help="built book for the browser test (tests/test_browser.py, marker 'book')")
+    parser.addoption(
+        "--book-html",
+        default=None,
+        metavar="DIR",
+        help="built book for the browser test (tests/test_browser.py, marker 'book')",
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -32,15 +32,9 @@ def test_a_shorter_pretraining_that_keeps_everything_keeps_the_world():
 
 def test_a_shorter_pretraining_fails_on_any_of_the_three_conditions():
     keeps = _bench().keeps_world
-    assert (
-        keeps(rows(**{"probe test %": 35.0}), 14.0)[0] is False
-    )  # below 90% of the default's 40
-    assert (
-        keeps(rows(**{"|D|": 90}), 14.0)[0] is False
-    )  # fewer examples than the study accepts
-    assert (
-        keeps(rows(failing="knowledge.prior"), 14.0)[0] is False
-    )  # a check that held at the default fails
+    assert keeps(rows(**{"probe test %": 35.0}), 14.0)[0] is False  # below 90% of the default's 40
+    assert keeps(rows(**{"|D|": 90}), 14.0)[0] is False  # fewer examples than the study accepts
+    assert keeps(rows(failing="knowledge.prior"), 14.0)[0] is False  # a check that held at the default fails
 
 
 def test_a_check_failing_at_the_default_does_not_count_against_a_shorter_length():

@@ -32,9 +32,11 @@ def _notebook(path: Path, title: str) -> None:
     """A small executed-looking notebook: a title, a parameters cell, papermill's injected cell."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nA stub page."),
-                nbformat.v4.new_code_cell("n_ex: int = 10  # prompts", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("n_ex = 3", metadata={"tags": ["injected-parameters"]})]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# {title}\n\nA stub page."),
+        nbformat.v4.new_code_cell("n_ex: int = 10  # prompts", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("n_ex = 3", metadata={"tags": ["injected-parameters"]}),
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
 
@@ -110,9 +112,22 @@ def _build(book: Path) -> subprocess.CompletedProcess:
     jb = Path(sys.executable).with_name("jupyter-book")
     if not jb.exists():
         pytest.skip("jupyter-book is not installed next to this Python")
-    cmd = [str(jb), "build", str(book), "--config", str(ROOT / "_config.yml"),
-           "--toc", str(book / "_toc.yml"), "--path-output", str(book),
-           "-n", "-W", "--keep-going", "--all", "-q"]
+    cmd = [
+        str(jb),
+        "build",
+        str(book),
+        "--config",
+        str(ROOT / "_config.yml"),
+        "--toc",
+        str(book / "_toc.yml"),
+        "--path-output",
+        str(book),
+        "-n",
+        "-W",
+        "--keep-going",
+        "--all",
+        "-q",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 

@@ -51,8 +51,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Headless Chromium on a machine without network: the background-networking
 # flags stop it from phoning home at start; --no-sandbox because CI runs as root.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1280, "height": 900}
 PAGE_TIMEOUT_MS = 30_000
 IGNORED_MISSING = {"/favicon.ico"}
@@ -109,6 +117,7 @@ async () => {
 # The check
 # ---------------------------------------------------------------------------
 
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 (stdlib name)
         pass
@@ -120,7 +129,7 @@ class _Server(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ids(path: Path) -> frozenset[str]:
     return frozenset(re.findall(r'\bid="([^"]+)"', path.read_text(errors="replace")))
 
@@ -192,8 +201,11 @@ class BookChecker:
 
     def pages(self) -> list[str]:
         """Every page of the build, relative to its root (Sphinx's own ``_static`` etc. left out)."""
-        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*.html")
-                      if not p.relative_to(self.root).parts[0].startswith("_"))
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in self.root.rglob("*.html")
+            if not p.relative_to(self.root).parts[0].startswith("_")
+        )
 
     def check(self, rel: str, screenshot: Path | None = None) -> list[str]:
         """Load one page; return its failures (empty when it passes)."""
@@ -213,8 +225,9 @@ class BookChecker:
                 self.page.wait_for_load_state("load")
         self.page.wait_for_timeout(200)  # late console messages and resource failures
         failures += list(dict.fromkeys(self.events))
-        failures += [f"image not rendered: {img['src']}" for img in info["images"]
-                     if not img["complete"] or img["width"] == 0]
+        failures += [
+            f"image not rendered: {img['src']}" for img in info["images"] if not img["complete"] or img["width"] == 0
+        ]
         if info["mathUnrendered"]:
             failures.append(f"{info['mathUnrendered']} of {info['math']} formulas not typeset by MathJax")
         failures += link_failures(info["links"], self.origin, self.root)
@@ -222,8 +235,9 @@ class BookChecker:
             if t.get("hidden"):
                 continue
             if t["stars"]:
-                failures.append(f"table {t['n'] + 1} shows a literal '**' (Markdown bold not rendered): "
-                                f"{t['caption']!r}")
+                failures.append(
+                    f"table {t['n'] + 1} shows a literal '**' (Markdown bold not rendered): {t['caption']!r}"
+                )
             if t["problem"]:
                 failures.append(f"table {t['n'] + 1} is {t['problem']}: {t['caption']!r}")
         if Path(rel).stem == "findings" and not info["tables"]:
@@ -255,6 +269,7 @@ class BookChecker:
 # Fixtures
 # ---------------------------------------------------------------------------
 
+
 def find_chromium() -> str | None:
     """The Chromium binary: ``$CHROMIUM``, else the first on PATH."""
     for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
@@ -284,6 +299,7 @@ def browser(request):
 # ---------------------------------------------------------------------------
 # The built book (make browser-test)
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.book
 def test_every_page_of_the_built_book(request, browser):
@@ -317,13 +333,20 @@ def test_every_page_of_the_built_book(request, browser):
 # The check itself, on a tiny book with one defect per page (make test)
 # ---------------------------------------------------------------------------
 
+
 def _png(width: int = 4, height: int = 3) -> bytes:
     """A small grey PNG, written by hand (no imaging library needed)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     raw = b"".join(b"\0" + b"\x80" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 WIDE_ROW = "".join(f"<td>column {i} holds 12345.678</td>" for i in range(40))
@@ -331,8 +354,8 @@ PAGES = {
     # A page that must pass: a formula, an image, links, a table, a wide notebook output (its scroll bar
     # comes from book.css).
     "intro.md": "# Tiny book\n\nInline $x^2 + 1$ and a block:\n\n$$\\int_0^1 x\\,dx = \\tfrac12$$\n\n"
-                "![a grey square](grey.png)\n\nSee [the wide output](wide_output.ipynb) and [the findings](findings.md)."
-                "\n\n| share | accuracy |\n| ---: | ---: |\n| 0 | 53.1 |\n| 50 | 40.5 |\n",
+    "![a grey square](grey.png)\n\nSee [the wide output](wide_output.ipynb) and [the findings](findings.md)."
+    "\n\n| share | accuracy |\n| ---: | ---: |\n| 0 | 53.1 |\n| 50 | 40.5 |\n",
     "findings.md": "# Findings\n\n| claim | holds |\n| --- | --- |\n| Unknown examples are fitted slower | **yes** |\n",
     "broken_image.md": "# Broken image\n\n![missing](missing.png)\n",
     "console_error.md": "# Console error\n\n<script>console.error('deliberate error')</script>\n\nText.\n",
@@ -351,17 +374,25 @@ def _wide_output_notebook() -> nbformat.NotebookNode:
     """A notebook with a DataFrame output far wider than the page, as pandas renders it."""
     import pandas as pd
 
-    df = pd.DataFrame([[12345.678 + i + j for i in range(40)] for j in range(3)],
-                      columns=[f"a long column name {i}" for i in range(40)])
+    df = pd.DataFrame(
+        [[12345.678 + i + j for i in range(40)] for j in range(3)],
+        columns=[f"a long column name {i}" for i in range(40)],
+    )
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    out = nbformat.v4.new_output("execute_result", data={"text/html": df.to_html(), "text/plain": "df"},
-                                 execution_count=1)
-    styled = nbformat.v4.new_output("execute_result", data={"text/html": df.style.format("{:.1f}").to_html(),
-                                                            "text/plain": "styler"}, execution_count=2)
-    nb.cells = [nbformat.v4.new_markdown_cell("# Wide output"),
-                nbformat.v4.new_code_cell("df", outputs=[out], execution_count=1),
-                nbformat.v4.new_code_cell("df.style", outputs=[styled], execution_count=2)]
+    out = nbformat.v4.new_output(
+        "execute_result", data={"text/html": df.to_html(), "text/plain": "df"}, execution_count=1
+    )
+    styled = nbformat.v4.new_output(
+        "execute_result",
+        data={"text/html": df.style.format("{:.1f}").to_html(), "text/plain": "styler"},
+        execution_count=2,
+    )
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Wide output"),
+        nbformat.v4.new_code_cell("df", outputs=[out], execution_count=1),
+        nbformat.v4.new_code_cell("df.style", outputs=[styled], execution_count=2),
+    ]
     return nb
 
 
@@ -378,12 +409,26 @@ def tiny_book(tmp_path_factory):
     (book / "grey.png").write_bytes(_png())
     nbformat.write(_wide_output_notebook(), book / "wide_output.ipynb")
     files = [Path(n).stem for n in PAGES if n != "intro.md"] + ["wide_output"]
-    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n"
-                                   + "".join(f"  - file: {f}\n" for f in files))
+    (book / "_toc.yml").write_text(
+        "format: jb-book\nroot: intro\nchapters:\n" + "".join(f"  - file: {f}\n" for f in files)
+    )
     # Not strict (-W): the broken image is a Sphinx warning, and it must reach the page.
-    result = subprocess.run([str(jb), "build", str(book), "--config", str(ROOT / "_config.yml"),
-                             "--toc", str(book / "_toc.yml"), "--path-output", str(book), "-q"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            str(jb),
+            "build",
+            str(book),
+            "--config",
+            str(ROOT / "_config.yml"),
+            "--toc",
+            str(book / "_toc.yml"),
+            "--path-output",
+            str(book),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return book / "_build" / "html"
 
@@ -418,6 +463,7 @@ def test_the_check_fails_on_a_broken_page(tiny_report, page):
 def test_a_link_to_a_missing_page_or_anchor_is_reported(tmp_path):
     (tmp_path / "a.html").write_text('<p id="here">x</p>')
     origin = "http://127.0.0.1:1/"
-    found = link_failures([origin + "a.html#here", origin + "a.html#gone", origin + "b.html",
-                           "https://example.org/x"], origin, tmp_path)
+    found = link_failures(
+        [origin + "a.html#here", origin + "a.html#gone", origin + "b.html", "https://example.org/x"], origin, tmp_path
+    )
     assert found == ["broken link to /a.html#gone (1 link)", "broken link to /b.html (1 link)"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from newknowledge.chapters import harm
 from records import lower, ones, records, run
+
+from newknowledge.book.chapters import harm
 
 BASE = ones(0.5)
 
@@ -15,12 +15,26 @@ def _grid(d100_es, d100_conv, dk50_es=None, dk50_conv=None, d50_es=None, d50_con
     """D at 0/50/100% Unknown and D_Known at 50%, on the same 400 test questions."""
     d50_es = BASE if d50_es is None else d50_es
     d50_conv = lower(BASE, 20) if d50_conv is None else d50_conv
-    runs = [run("unknown_0", seed, test_es=BASE, test_conv=BASE, ood_es=ood, ood_conv=ood),
-            run("unknown_50", seed, test_es=d50_es, test_conv=d50_conv, ood_es=ood, ood_conv=ood),
-            run("unknown_100", seed, test_es=d100_es, test_conv=d100_conv, ood_es=ood,
-                ood_conv=None if ood is None else lower(ood, 60)),
-            run("known_50", seed, test_es=BASE if dk50_es is None else dk50_es,
-                test_conv=BASE if dk50_conv is None else dk50_conv, ood_es=ood, ood_conv=ood)]
+    runs = [
+        run("unknown_0", seed, test_es=BASE, test_conv=BASE, ood_es=ood, ood_conv=ood),
+        run("unknown_50", seed, test_es=d50_es, test_conv=d50_conv, ood_es=ood, ood_conv=ood),
+        run(
+            "unknown_100",
+            seed,
+            test_es=d100_es,
+            test_conv=d100_conv,
+            ood_es=ood,
+            ood_conv=None if ood is None else lower(ood, 60),
+        ),
+        run(
+            "known_50",
+            seed,
+            test_es=BASE if dk50_es is None else dk50_es,
+            test_conv=BASE if dk50_conv is None else dk50_conv,
+            ood_es=ood,
+            ood_conv=ood,
+        ),
+    ]
     return records(*runs)
 
 
@@ -97,11 +111,13 @@ def test_harm_grows_needs_two_shares_and_tests_growth():
     assert harm.harm_grows(_grid(BASE, BASE)).holds is None  # one share with D_Known
 
     def grid(gap25, gap75):
-        return records(run("unknown_0", test_es=BASE, test_conv=BASE),
-                       run("unknown_25", test_es=BASE, test_conv=lower(BASE, gap25)),
-                       run("known_25", test_es=BASE, test_conv=BASE),
-                       run("unknown_75", test_es=BASE, test_conv=lower(BASE, gap75)),
-                       run("known_75", test_es=BASE, test_conv=BASE))
+        return records(
+            run("unknown_0", test_es=BASE, test_conv=BASE),
+            run("unknown_25", test_es=BASE, test_conv=lower(BASE, gap25)),
+            run("known_25", test_es=BASE, test_conv=BASE),
+            run("unknown_75", test_es=BASE, test_conv=lower(BASE, gap75)),
+            run("known_75", test_es=BASE, test_conv=BASE),
+        )
 
     assert harm.harm_grows(grid(8, 60)).holds
     assert harm.harm_grows(grid(30, 30)).holds is False

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from records import TEST_CATS, N, lower, ones, raise_, records, run
 
-from newknowledge import analysis
-from newknowledge.chapters import knowledge_types as types
-from newknowledge.chapters import linear
-from newknowledge.stats import LinearModelResult
-from records import N, TEST_CATS, lower, ones, raise_, records, run
+from newknowledge.book.chapters import knowledge_types as types
+from newknowledge.book.chapters import linear
+from newknowledge.evaluation import analysis
+from newknowledge.evaluation.stats import LinearModelResult
 
 
 def _fit(b_kn, b_unk, r2, kn_ci=None, unk_ci=None):
-    ci = {"b0": (0.3, 0.4), "b_kn": kn_ci or (b_kn - 0.02, b_kn + 0.02), "b_unk": unk_ci or (b_unk - 0.02, b_unk + 0.02)}
+    ci = {
+        "b0": (0.3, 0.4),
+        "b_kn": kn_ci or (b_kn - 0.02, b_kn + 0.02),
+        "b_unk": unk_ci or (b_unk - 0.02, b_unk + 0.02),
+    }
     return LinearModelResult(0.35, b_kn, b_unk, ci, r2, 100, 8, "")
 
 
@@ -42,16 +46,17 @@ def test_linear_contrast_checks_are_beyond_the_paper():
 def test_linear_without_ood_questions_is_not_decidable():
     # A real ENTITYQUESTIONS folder without the OOD relations' test files: no traceback, the OOD
     # checks not decidable, Table 1's OOD column n/a; the in-distribution fit is unaffected.
-    rec = records(run("unknown_0", test_es=ones(0.5), test_conv=ones(0.5)),
-                  run("unknown_100", test_es=ones(0.5), test_conv=lower(ones(0.5), 80)))
+    rec = records(
+        run("unknown_0", test_es=ones(0.5), test_conv=ones(0.5)),
+        run("unknown_100", test_es=ones(0.5), test_conv=lower(ones(0.5), 80)),
+    )
     assert "ood_test" not in set(rec["split"])
     _, res_in = linear.fit(rec, 40, "test")
     pts, res_ood = linear.fit(rec, 40, "ood_test")
     assert res_in is not None and res_ood is None and len(pts) == 10
     cs = linear.checks(res_in, res_ood)
     ood = [c for c in cs if "OOD" in c.key]
-    assert len(ood) == 3 and all(c.holds is None and c.ours.startswith("no fit: no OOD test questions")
-                                 for c in ood)
+    assert len(ood) == 3 and all(c.holds is None and c.ours.startswith("no fit: no OOD test questions") for c in ood)
     assert all(c.holds is not None for c in cs if "OOD" not in c.key)
     assert (linear.table1(res_in, res_ood)["OOD (ours)"] == "n/a").all()
     # Too few points (one run, one epoch) is not decidable either.
@@ -60,8 +65,10 @@ def test_linear_without_ood_questions_is_not_decidable():
 
 
 def test_linear_points_include_d_known_runs_and_scale_by_full_size():
-    rec = records(run("unknown_50", test_es=ones(0.5), test_conv=ones(0.4)),
-                  run("known_50", test_es=ones(0.5), test_conv=ones(0.5), n_unknown=0))
+    rec = records(
+        run("unknown_50", test_es=ones(0.5), test_conv=ones(0.4)),
+        run("known_50", test_es=ones(0.5), test_conv=ones(0.5), n_unknown=0),
+    )
     pts = analysis.linear_points(rec, {0: 40})
     assert set(pts["variant"]) == {"unknown_50", "known_50"} and pts["epoch"].min() == 1
     k = pts[(pts["variant"] == "known_50") & (pts["epoch"] == 5)]
@@ -77,12 +84,17 @@ def _t2(mk_es=None, mk_conv=None, hk=None, natural_conv=None, collapse=True):
     base = ones(0.5)
     mk_es = base if mk_es is None else mk_es
     drop = np.where(HK | MK, lower(base, 80, seed=4), base) if collapse else base
-    runs = [run("HighlyKnown", test_es=hk if hk is not None else lower(base, 40), test_conv=hk if hk is not None
-                else lower(base, 40)),
-            run("MaybeKnown", test_es=mk_es, test_conv=mk_es if mk_conv is None else mk_conv),
-            run("WeaklyKnown", test_es=base, test_conv=drop),
-            run("Unknown", test_es=base, test_conv=drop),
-            run("natural", test_es=base, test_conv=lower(base, 30) if natural_conv is None else natural_conv)]
+    runs = [
+        run(
+            "HighlyKnown",
+            test_es=hk if hk is not None else lower(base, 40),
+            test_conv=hk if hk is not None else lower(base, 40),
+        ),
+        run("MaybeKnown", test_es=mk_es, test_conv=mk_es if mk_conv is None else mk_conv),
+        run("WeaklyKnown", test_es=base, test_conv=drop),
+        run("Unknown", test_es=base, test_conv=drop),
+        run("natural", test_es=base, test_conv=lower(base, 30) if natural_conv is None else natural_conv),
+    ]
     return records(*runs)
 
 
@@ -148,8 +160,11 @@ def test_collapse_on_highly_and_maybe_known_questions():
     # A drop spread evenly over the categories is not "mostly on HK and MK".
     keep = _t2()
     keep = keep[~keep["variant"].isin(["WeaklyKnown", "Unknown"])]
-    even = records(keep, run("WeaklyKnown", test_es=ones(0.5), test_conv=lower(ones(0.5), 80)),
-                   run("Unknown", test_es=ones(0.5), test_conv=lower(ones(0.5), 80)))
+    even = records(
+        keep,
+        run("WeaklyKnown", test_es=ones(0.5), test_conv=lower(ones(0.5), 80)),
+        run("Unknown", test_es=ones(0.5), test_conv=lower(ones(0.5), 80)),
+    )
     assert types.collapse(even).holds is False
 
 
@@ -176,13 +191,24 @@ def test_table2_long_and_correctness_at():
 def test_learning_by_type_measures_exposures_fitting_and_known_questions_at_early_stop():
     hk_test = ones(0.9, seed=3)
     recs = records(
-        run("HighlyKnown", test_es=hk_test, test_conv=hk_test, es=2, epochs=6, known=lambda e: min(1.0, 0.3 * e),
-            n_unknown=0),
-        run("MaybeKnown", test_es=ones(0.5), test_conv=ones(0.5), es=4, epochs=6, known=lambda e: 0.05 * e,
-            n_unknown=0),
-        run("MaybeKnown", seed=1, test_es=ones(0.1), test_conv=ones(0.1), es=1, n_unknown=0))  # another seed
-    trains = {"HighlyKnown": pd.DataFrame({"exposures": [0] * 5 + [20] * 15}),
-              "MaybeKnown": pd.DataFrame({"exposures": [4] * 20})}
+        run(
+            "HighlyKnown",
+            test_es=hk_test,
+            test_conv=hk_test,
+            es=2,
+            epochs=6,
+            known=lambda e: min(1.0, 0.3 * e),
+            n_unknown=0,
+        ),
+        run(
+            "MaybeKnown", test_es=ones(0.5), test_conv=ones(0.5), es=4, epochs=6, known=lambda e: 0.05 * e, n_unknown=0
+        ),
+        run("MaybeKnown", seed=1, test_es=ones(0.1), test_conv=ones(0.1), es=1, n_unknown=0),
+    )  # another seed
+    trains = {
+        "HighlyKnown": pd.DataFrame({"exposures": [0] * 5 + [20] * 15}),
+        "MaybeKnown": pd.DataFrame({"exposures": [4] * 20}),
+    }
     t = types.learning_by_type(recs, trains, seed=0)
     hk, mk = t.loc["D_HighlyKnown"], t.loc["D_MaybeKnown"]
     assert (hk["median exposures"], hk["never exposed %"]) == (20, 25)

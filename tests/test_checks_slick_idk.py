@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from records import TEST_CATS, N, lower, ones, records, run
 
-from newknowledge import analysis, ptrue
-from newknowledge.categories import CATEGORIES
-from newknowledge.chapters import idk, knowledge, slick_analysis
-from records import N, TEST_CATS, lower, ones, records, run
+from newknowledge.book.chapters import idk, knowledge, slick_analysis
+from newknowledge.evaluation import analysis
+from newknowledge.knowledge import ptrue
+from newknowledge.knowledge.categories import CATEGORIES
 
 
 # ------------------------------------------------------------------ chapter 6
@@ -20,9 +21,17 @@ def _test(slick_acc=0.02, ptrue_acc=0.4, leaked_acc=0.5, n_leaked=40, seed=0, ex
     correct = np.r_[ones(0.9, 200), ones(slick_acc, 100, seed=1), ones(ptrue_acc, 100, seed=2)]
     # prompt outcomes: Unknown never right; n_leaked MaybeKnown questions right in exemplar set 10 only
     greedy = [[1.0] * 10] * 200 + [[0.0] * 10] * 100 + [[0.0] * 9 + [1.0]] * n_leaked + [[1.0] * 10] * (100 - n_leaked)
-    correct[300:300 + n_leaked] = ones(leaked_acc, n_leaked, seed=3)
-    df = pd.DataFrame({"seed": seed, "category": cat, "p_true": p, "correct_after": correct,
-                       "prompt_greedy": greedy, "prompt_sample": [[0.0] * 10] * n})
+    correct[300 : 300 + n_leaked] = ones(leaked_acc, n_leaked, seed=3)
+    df = pd.DataFrame(
+        {
+            "seed": seed,
+            "category": cat,
+            "p_true": p,
+            "correct_after": correct,
+            "prompt_greedy": greedy,
+            "prompt_sample": [[0.0] * 10] * n,
+        }
+    )
     if exposures:
         df["exposures"] = np.r_[np.full(200, 5), np.zeros(100), np.ones(100)].astype(int)
     return df
@@ -71,14 +80,17 @@ def _idk_grid(idk_acc_es=0.7, idk_acc_conv=0.7, d_conv_drop=40, abstain_unknown=
     base = ones(0.45)
     unk = TEST_CATS == "Unknown"
     abst = unk.astype(float) if abstain_unknown else np.zeros(N)
+
     def idk_correct(acc):
         c = np.zeros(N)
         answered = np.flatnonzero(abst == 0)
         c[answered[: round(acc * len(answered))]] = 1
         return c
-    return records(run("unknown_50", test_es=base, test_conv=lower(base, d_conv_drop)),
-                   run("idk_50", test_es=idk_correct(idk_acc_es), test_conv=idk_correct(idk_acc_conv),
-                       idk_es=abst, idk_conv=abst))
+
+    return records(
+        run("unknown_50", test_es=base, test_conv=lower(base, d_conv_drop)),
+        run("idk_50", test_es=idk_correct(idk_acc_es), test_conv=idk_correct(idk_acc_conv), idk_es=abst, idk_conv=abst),
+    )
 
 
 def test_idk_outcomes_sum_to_one():
@@ -116,7 +128,10 @@ def test_why_abstain_reads_fitted_labels_and_abstention_by_exposure():
     assert es["abstains, exposures 0 %"] == 100 and es["abstains, exposures 1-3 %"] == 0
     assert es["abstains, exposures 16+ %"] == 0 and np.isnan(es["abstains, exposures 4-15 %"])
     # Real data have no exposure counts: the fitted labels only.
-    assert list(idk.why_abstain(_idk_grid(), evals[["example"]], seed=0).columns) == ["epoch", '"I don\'t know" labels fitted %']
+    assert list(idk.why_abstain(_idk_grid(), evals[["example"]], seed=0).columns) == [
+        "epoch",
+        '"I don\'t know" labels fitted %',
+    ]
 
 
 # ------------------------------------------------------------------ chapter 1
@@ -128,8 +143,17 @@ def _slick_table(dev_mix=True, popular=0.1, seed=0):
             cat = CATEGORIES[i % 4] if (split != "dev" or dev_mix) else "HighlyKnown"
             exp = {"HighlyKnown": 20, "MaybeKnown": 3, "WeaklyKnown": 1, "Unknown": 0}[cat]
             answer = "Pop" if rng.random() < popular else f"a{i}"
-            rows.append({"split": split, "relation": "P17", "category": cat, "exposures": exp, "answer": answer,
-                         "p_greedy": {"HighlyKnown": 1.0, "MaybeKnown": 0.5}.get(cat, 0.0), "seed": seed})
+            rows.append(
+                {
+                    "split": split,
+                    "relation": "P17",
+                    "category": cat,
+                    "exposures": exp,
+                    "answer": answer,
+                    "p_greedy": {"HighlyKnown": 1.0, "MaybeKnown": 0.5}.get(cat, 0.0),
+                    "seed": seed,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -156,8 +180,14 @@ def test_tracks_exposure_holds_and_fails():
     for b, e in enumerate([0, 1, 2, 3, 6, 12, 20]):
         for i in range(30):
             hk = i < 5 * b
-            rows.append({"split": "train", "seed": 0, "exposures": e,
-                         "category": "HighlyKnown" if hk else ("Unknown" if e == 0 or i % 2 else "MaybeKnown")})
+            rows.append(
+                {
+                    "split": "train",
+                    "seed": 0,
+                    "exposures": e,
+                    "category": "HighlyKnown" if hk else ("Unknown" if e == 0 or i % 2 else "MaybeKnown"),
+                }
+            )
     t = pd.DataFrame(rows)
     rho, never = knowledge.tracks_exposure(t)
     assert rho.holds and never.holds

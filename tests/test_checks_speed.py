@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from records import TEST_CATS, N, lower, ones, records, run
 
-from newknowledge.chapters import converged, speed
-from records import N, TEST_CATS, lower, ones, records, run
+from newknowledge.book.chapters import converged, speed
 
 BASE = ones(0.5)
 
@@ -14,10 +14,20 @@ BASE = ones(0.5)
 def _grid(**kw):
     mid = {k: v for k, v in kw.items() if k in ("known", "unknown", "dev_hk", "es", "test_conv", "test0")}
     mid.setdefault("test_conv", lower(BASE, 40))
-    return records(run("unknown_0", test_es=BASE, test_conv=BASE, unknown=lambda e: 0.0, n_unknown=0,
-                       es=mid.get("es", 2), dev_hk=mid.get("dev_hk", 1.0), test0=mid.get("test0")),
-                   run("unknown_50", test_es=BASE, **{"es": 2, **mid}),
-                   run("known_50", test_es=BASE, test_conv=BASE, unknown=lambda e: 0.0, n_unknown=0))
+    return records(
+        run(
+            "unknown_0",
+            test_es=BASE,
+            test_conv=BASE,
+            unknown=lambda e: 0.0,
+            n_unknown=0,
+            es=mid.get("es", 2),
+            dev_hk=mid.get("dev_hk", 1.0),
+            test0=mid.get("test0"),
+        ),
+        run("unknown_50", test_es=BASE, **{"es": 2, **mid}),
+        run("known_50", test_es=BASE, test_conv=BASE, unknown=lambda e: 0.0, n_unknown=0),
+    )
 
 
 def test_known_fitted_faster_holds_and_fails():
@@ -56,8 +66,9 @@ def test_early_stop_after_first_epoch_holds_and_fails():
 
 
 def _tables(p_greedy: float) -> pd.DataFrame:
-    return pd.DataFrame({"seed": 0, "example": 2000 + np.arange(N), "split": "test", "category": TEST_CATS,
-                         "p_greedy": p_greedy})
+    return pd.DataFrame(
+        {"seed": 0, "example": 2000 + np.arange(N), "split": "test", "category": TEST_CATS, "p_greedy": p_greedy}
+    )
 
 
 def test_zero_shot_below_probe_holds_and_fails():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from newknowledge import config
+from newknowledge.core import config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,8 +30,10 @@ def test_unknown_parameter_is_named():
         config.from_params({"n_exx": 3})
 
 
-@pytest.mark.parametrize("name, value, want", [("n_ex", "10", "int"), ("ft_lr", "fast", "float"),
-                                               ("seeds", 3, "list"), ("n_ex", True, "int")])
+@pytest.mark.parametrize(
+    "name, value, want",
+    [("n_ex", "10", "int"), ("ft_lr", "fast", "float"), ("seeds", 3, "list"), ("n_ex", True, "int")],
+)
 def test_wrong_type_is_named(name, value, want):
     with pytest.raises(config.ConfigError, match=f"parameter '{name}' must be {want}"):
         config.from_params({name: value})
@@ -56,8 +58,9 @@ def test_notebook_namespace_rejects_a_mistyped_papermill_parameter():
 
 
 def test_notebook_parameter_cells_are_in_sync_with_the_config():
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "sync_notebooks.py"), "--check"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "sync_notebooks.py"), "--check"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr + out.stdout
 
 
@@ -68,8 +71,9 @@ def test_a_notebook_run_with_a_profile_gets_that_profile(profile):
     parameter where quick differs from the defaults, or it would silently inherit quick's."""
     cell = {}
     exec(config.parameters_cell(), {}, cell)  # the values a notebook holds before papermill injects
-    seen = config.from_params({**{k: v for k, v in cell.items() if k in config.parameter_fields()},
-                               **config.load_profile(profile)}).params()
+    seen = config.from_params(
+        {**{k: v for k, v in cell.items() if k in config.parameter_fields()}, **config.load_profile(profile)}
+    ).params()
     meant = config.from_params(config.load_profile(profile)).params()
     assert {k: seen[k] for k in meant if seen[k] != meant[k]} == {}
 
@@ -105,7 +109,8 @@ def test_papermill_reads_every_parameter_of_every_notebook(notebook, caplog):
 
 
 def test_a_comment_papermill_cannot_parse_fails_the_generator(monkeypatch):
-    monkeypatch.setitem(config._field_comments.__globals__, "_field_comments",
-                        lambda: {"n_ex": "prompts per question (0 = none)"})
+    monkeypatch.setitem(
+        config._field_comments.__globals__, "_field_comments", lambda: {"n_ex": "prompts per question (0 = none)"}
+    )
     with pytest.raises(config.ConfigError, match=r"reword the comment of n_ex"):
         config.parameters_cell()

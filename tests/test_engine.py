@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from newknowledge import engine, lm, slick
+from newknowledge.knowledge import slick
+from newknowledge.model import engine, lm
 
 
 def _prompts(tiny_world, tiny_study, n=40):
@@ -33,12 +34,15 @@ def test_prefix_cache_gives_the_plain_greedy_answers_and_scores(tiny_model, tiny
         assert b.greedy_correct.any(), "some answers should be greedy-correct, or the comparison is empty"
 
 
-def test_prefix_that_splits_a_token_or_is_the_whole_prompt_still_gives_the_plain_results(tiny_model, tiny_world,
-                                                                                       tiny_study):
+def test_prefix_that_splits_a_token_or_is_the_whole_prompt_still_gives_the_plain_results(
+    tiny_model, tiny_world, tiny_study
+):
     model, tok = tiny_model
     prompts, prefixes, golds = _prompts(tiny_world, tiny_study, n=4)
-    odd = [p[: len(q) + 5] if k % 3 == 0 else p if k % 3 == 1 else q[:-7]
-           for k, (p, q) in enumerate(zip(prompts, prefixes))]  # mid-token cuts and whole prompts
+    odd = [
+        p[: len(q) + 5] if k % 3 == 0 else p if k % 3 == 1 else q[:-7]
+        for k, (p, q) in enumerate(zip(prompts, prefixes))
+    ]  # mid-token cuts and whole prompts
     plain, _ = lm.decode(model, tok, prompts, max_new_tokens=8)
     assert lm.decode(model, tok, prompts, max_new_tokens=8, prefixes=odd)[0] == plain
     a = lm.score(model, tok, prompts, golds)
@@ -95,14 +99,23 @@ def test_answer_tree_step_draws_the_tempered_top_k_distribution():
     assert torch.allclose(freq, probs, atol=0.005)
 
 
-def test_decode_returns_every_sample_and_the_plain_greedy_answer_deterministically(tiny_model, tiny_world,
-                                                                                   tiny_study):
+def test_decode_returns_every_sample_and_the_plain_greedy_answer_deterministically(tiny_model, tiny_world, tiny_study):
     model, tok = tiny_model
     prompts, prefixes, _ = _prompts(tiny_world, tiny_study, n=6)
     plain, none = lm.decode(model, tok, prompts, max_new_tokens=8)
     assert none == [[] for _ in prompts]
-    runs = [lm.decode(model, tok, prompts, n_samples=16, max_new_tokens=8, prefixes=prefixes,
-                      generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    runs = [
+        lm.decode(
+            model,
+            tok,
+            prompts,
+            n_samples=16,
+            max_new_tokens=8,
+            prefixes=prefixes,
+            generator=torch.Generator().manual_seed(3),
+        )
+        for _ in range(2)
+    ]
     assert runs[0] == runs[1]
     greedy, samples = runs[0]
     assert greedy == plain and all(len(s) == 16 for s in samples)

@@ -1,4 +1,4 @@
-"""Tests for newknowledge.entityquestions on small fixtures in the real ENTITYQUESTIONS format."""
+"""Tests for newknowledge.data.entityquestions on small fixtures in the real ENTITYQUESTIONS format."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from newknowledge.entityquestions import (
+from newknowledge.data.entityquestions import (
     TEMPLATES,
     DataError,
     counts_table,
@@ -101,8 +101,11 @@ def test_load_reads_tidy_table_and_skips_unknown_relation(eq):
     "relation, question, subject",
     [
         ("P40", "Who is Thurgood Marshall's child?", "Thurgood Marshall"),
-        ("P40", "Who is John Bowes, 10th Earl of Strathmore and Kinghorne's child?",
-         "John Bowes, 10th Earl of Strathmore and Kinghorne"),
+        (
+            "P40",
+            "Who is John Bowes, 10th Earl of Strathmore and Kinghorne's child?",
+            "John Bowes, 10th Earl of Strathmore and Kinghorne",
+        ),
         ("P40", "Who is Nukâka Coster-Waldau's child?", "Nukâka Coster-Waldau"),
         ("P40", "Who is James's child?", "James"),
         ("P36", "What is the capital of Côte d'Ivoire?", "Côte d'Ivoire"),
@@ -133,11 +136,15 @@ def test_load_subjects_from_files(eq):
     table = load_quiet(eq)
     train = table.query("split == 'train' and relation == 'P40'")
     assert train["subject"].tolist() == [
-        "Shlomo Zalman Auerbach", "John Bowes, 10th Earl of Strathmore and Kinghorne",
-        "Josef Motzfeldt", "Thurgood Marshall", "Leonhard Euler",
+        "Shlomo Zalman Auerbach",
+        "John Bowes, 10th Earl of Strathmore and Kinghorne",
+        "Josef Motzfeldt",
+        "Thurgood Marshall",
+        "Leonhard Euler",
     ]
     assert table.query("relation == 'P50' and split == 'test'")["subject"].tolist() == [
-        "Nineteen Eighty-Four", "Les Misérables",
+        "Nineteen Eighty-Four",
+        "Les Misérables",
     ]
 
 
@@ -164,11 +171,14 @@ def test_preprocess(eq, capsys):
     assert list(pre.columns) == ["split", "relation", "question", "subject", "answer"]
     assert pre["split"].tolist() == ["train"] * 4 + ["dev"] * 2 + ["test"] * 2 + ["ood_test"] * 2
     assert pre.query("split == 'train'")["subject"].tolist() == [
-        "Shlomo Zalman Auerbach", "John Bowes, 10th Earl of Strathmore and Kinghorne",
-        "Leonhard Euler", "Amélie",
+        "Shlomo Zalman Auerbach",
+        "John Bowes, 10th Earl of Strathmore and Kinghorne",
+        "Leonhard Euler",
+        "Amélie",
     ]
     assert pre.query("split == 'ood_test'")["question"].tolist() == [
-        "Who is the author of Nineteen Eighty-Four?", "Who is the author of Les Misérables?",
+        "Who is the author of Nineteen Eighty-Four?",
+        "Who is the author of Les Misérables?",
     ]
     assert pre.query("split == 'test'")["answer"].tolist() == ["Thurgood Marshall Jr.", "Japan"]
     assert pre["answer"].map(type).eq(str).all()
@@ -200,33 +210,49 @@ GOOD = [qa("Who is Thurgood Marshall's child?", "John W. Marshall")]
 @pytest.mark.parametrize(
     "files, match",
     [
-        ({"train/P40.train.json": '[{"question": "Who is'},
-         r"P40\.train\.json: not valid JSON \(.* at line 1, column \d+\)"),
-        ({"train/P40.train.json": {"question": "q", "answers": ["a"]}},
-         r"P40\.train\.json: top level is a JSON dict, expected a list"),
-        ({"train/P40.train.json": GOOD + ["Who is X's child?"]},
-         r"P40\.train\.json, entry 1: is a JSON str, expected an object"),
-        ({"train/P40.train.json": GOOD + [{"answers": ["a"]}]},
-         r"P40\.train\.json, entry 1: missing field 'question'"),
-        ({"dev/P40.dev.json": GOOD + GOOD + [{"question": "Who is A's child?"}]},
-         r"P40\.dev\.json, entry 2: missing field 'answers'"),
-        ({"test/P40.test.json": [qa("Who is A's child?")]},
-         r"P40\.test\.json, entry 0, field 'answers': expected a non-empty list"),
-        ({"test/P40.test.json": [{"question": "Who is A's child?", "answers": "B"}]},
-         r"P40\.test\.json, entry 0, field 'answers'"),
-        ({"test/P40.test.json": [{"question": "Who is A's child?", "answers": ["B", 3]}]},
-         r"P40\.test\.json, entry 0, field 'answers'"),
-        ({"train/P40.train.json": GOOD + [qa("Who is the child of A?", "B")]},
-         r"P40\.train\.json, entry 1, field 'question': 'Who is the child of A\?' does not match "
-         r"the P40 template \"Who is \[X\]'s child\?\""),
+        (
+            {"train/P40.train.json": '[{"question": "Who is'},
+            r"P40\.train\.json: not valid JSON \(.* at line 1, column \d+\)",
+        ),
+        (
+            {"train/P40.train.json": {"question": "q", "answers": ["a"]}},
+            r"P40\.train\.json: top level is a JSON dict, expected a list",
+        ),
+        (
+            {"train/P40.train.json": GOOD + ["Who is X's child?"]},
+            r"P40\.train\.json, entry 1: is a JSON str, expected an object",
+        ),
+        ({"train/P40.train.json": GOOD + [{"answers": ["a"]}]}, r"P40\.train\.json, entry 1: missing field 'question'"),
+        (
+            {"dev/P40.dev.json": GOOD + GOOD + [{"question": "Who is A's child?"}]},
+            r"P40\.dev\.json, entry 2: missing field 'answers'",
+        ),
+        (
+            {"test/P40.test.json": [qa("Who is A's child?")]},
+            r"P40\.test\.json, entry 0, field 'answers': expected a non-empty list",
+        ),
+        (
+            {"test/P40.test.json": [{"question": "Who is A's child?", "answers": "B"}]},
+            r"P40\.test\.json, entry 0, field 'answers'",
+        ),
+        (
+            {"test/P40.test.json": [{"question": "Who is A's child?", "answers": ["B", 3]}]},
+            r"P40\.test\.json, entry 0, field 'answers'",
+        ),
+        (
+            {"train/P40.train.json": GOOD + [qa("Who is the child of A?", "B")]},
+            r"P40\.train\.json, entry 1, field 'question': 'Who is the child of A\?' does not match "
+            r"the P40 template \"Who is \[X\]'s child\?\"",
+        ),
         ({"train/P40.json": GOOD}, r"train/P40\.json: file name is not \{Pid\}\.train\.json"),
         ({"train/P40.dev.json": GOOD}, r"train/P40\.dev\.json: file name is not \{Pid\}\.train\.json"),
         ({"dev/child.dev.json": GOOD}, r"dev/child\.dev\.json: file name is not \{Pid\}\.dev\.json"),
     ],
 )
 def test_malformed_input_raises_one_clear_error(tmp_path, files, match):
-    root = write_tree(tmp_path / "eq", {"train/P40.train.json": GOOD, "dev/P40.dev.json": GOOD,
-                                        "test/P40.test.json": GOOD, **files})
+    root = write_tree(
+        tmp_path / "eq", {"train/P40.train.json": GOOD, "dev/P40.dev.json": GOOD, "test/P40.test.json": GOOD, **files}
+    )
     with pytest.raises(DataError, match=match) as info:
         load(root)
     assert "\n" not in str(info.value)
@@ -346,7 +372,7 @@ def test_download_refuses_a_foreign_dest(tmp_path):
 
 
 def test_templates_cover_the_study_relations():
-    from newknowledge.entityquestions import DROPPED_RELATIONS, OOD_RELATIONS, TRAIN_RELATIONS
+    from newknowledge.data.entityquestions import DROPPED_RELATIONS, OOD_RELATIONS, TRAIN_RELATIONS
 
     assert len(TRAIN_RELATIONS) == 12 and len(OOD_RELATIONS) == 7 and len(DROPPED_RELATIONS) == 5
     assert set(TRAIN_RELATIONS + OOD_RELATIONS + DROPPED_RELATIONS) <= TEMPLATES.keys()

@@ -6,8 +6,11 @@ import json
 
 import pandas as pd
 
-from newknowledge import categories, chapters, checks, findings, finetune, runs
-from newknowledge.chapters import idk
+from newknowledge.book import chapters, findings
+from newknowledge.book.chapters import idk
+from newknowledge.evaluation import checks
+from newknowledge.finetuning import run_store
+from newknowledge.knowledge import categories
 
 
 def _write_run(folder, variant, correct_by_epoch):
@@ -20,7 +23,8 @@ def _write_run(folder, variant, correct_by_epoch):
         rows += [(epoch, "train", i, "HighlyKnown", bool(f)) for i, f in enumerate(flags)]
         idk = [False] * len(rows)
         pd.DataFrame(rows, columns=["epoch", "split", "example", "category", "correct"]).assign(idk=idk).to_parquet(
-            folder / f"epoch_{epoch:03d}.parquet")
+            folder / f"epoch_{epoch:03d}.parquet"
+        )
 
 
 def test_findings_page_is_built_from_the_run_store_and_follows_it(tmp_path):
@@ -28,7 +32,7 @@ def test_findings_page_is_built_from_the_run_store_and_follows_it(tmp_path):
     _write_run(tmp_path / "b", "idk_50", [[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]])
 
     def page():
-        rec = runs.load_records([tmp_path / "a", tmp_path / "b"])
+        rec = run_store.load_records([tmp_path / "a", tmp_path / "b"])
         chs = {7: chapters.Chapter(7, checks=[idk.converged(rec), idk.abstains_on_unknown(rec)])}
         return findings.to_html(findings.collect(chs)), findings.summary(findings.collect(chs))
 
@@ -71,10 +75,13 @@ def test_across_seeds_holds_only_in_every_seed():
 
 
 def test_conclusion_is_rendered_from_the_checks():
-    cs = [checks.Check("a", 1, "finding", "claim A", "s", "t", "p", "ours A", True),
-          checks.Check("b", None, "setup", "claim B", "s", "t", "p", "ours B", False)]
-    text = checks.conclusion(cs, {"always": "Fixed.", "a:holds": "A held.", "a:fails": "A failed.",
-                                  "b:fails": "B failed."})
+    cs = [
+        checks.Check("a", 1, "finding", "claim A", "s", "t", "p", "ours A", True),
+        checks.Check("b", None, "setup", "claim B", "s", "t", "p", "ours B", False),
+    ]
+    text = checks.conclusion(
+        cs, {"always": "Fixed.", "a:holds": "A held.", "a:fails": "A failed.", "b:fails": "B failed."}
+    )
     assert "claim A* (finding 1) holds: ours A" in text and "A held." in text and "A failed." not in text
     assert "does **not** hold" in text and "B failed." in text and text.endswith("Fixed.")
 
@@ -89,18 +96,28 @@ def test_check_kinds_are_validated():
 
 
 def test_fewer_exemplar_sets_recategorise_without_the_model():
-    table = pd.DataFrame({"prompt_greedy": [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]],
-                          "prompt_sample": [[1.0, 1.0, 1.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0]]})
+    table = pd.DataFrame(
+        {
+            "prompt_greedy": [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]],
+            "prompt_sample": [[1.0, 1.0, 1.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0]],
+        }
+    )
     assert categories.categories_with(table, 1, "sampling").tolist() == ["HighlyKnown", "Unknown", "Unknown"]
     assert categories.categories_with(table, 2, "sampling").tolist() == ["MaybeKnown", "WeaklyKnown", "Unknown"]
     assert categories.categories_with(table, 3, "sampling").tolist() == ["MaybeKnown", "MaybeKnown", "Unknown"]
 
 
 def test_idk_relabelling_changes_only_unknown_answers():
-    from newknowledge import variants
+    from newknowledge.finetuning import variants
 
-    d = pd.DataFrame({"relation": ["P1"] * 4, "question": list("abcd"), "answer": list("wxyz"),
-                      "category": ["Unknown", "HighlyKnown", "Unknown", "MaybeKnown"]})
+    d = pd.DataFrame(
+        {
+            "relation": ["P1"] * 4,
+            "question": list("abcd"),
+            "answer": list("wxyz"),
+            "category": ["Unknown", "HighlyKnown", "Unknown", "MaybeKnown"],
+        }
+    )
     r = variants.relabel_idk(d)
     assert r.answer.tolist() == ["I don't know", "x", "I don't know", "z"]
     assert r.loc[[1, 3], "answer"].tolist() == d.loc[[1, 3], "answer"].tolist()
@@ -120,9 +137,11 @@ def test_readme_summary_and_update(tmp_path, monkeypatch):
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
     findings.save_summary([(2, c)], "quick")
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- findings:quick:start -->\nSTALE TEXT\n<!-- findings:quick:end -->\nmiddle\n"
-                      "<!-- findings:full:start -->\nFULL TEXT\n<!-- findings:full:end -->\n"
-                      "<!-- bench:start -->\nOLD TABLE\n<!-- bench:end -->\nrest\n")
+    readme.write_text(
+        "intro\n<!-- findings:quick:start -->\nSTALE TEXT\n<!-- findings:quick:end -->\nmiddle\n"
+        "<!-- findings:full:start -->\nFULL TEXT\n<!-- findings:full:end -->\n"
+        "<!-- bench:start -->\nOLD TABLE\n<!-- bench:end -->\nrest\n"
+    )
     tool = Path(__file__).resolve().parents[1] / "tools" / "update_readme.py"
     bench = tmp_path / "results"
     bench.mkdir()

@@ -6,16 +6,17 @@ import dataclasses
 
 import pandas as pd
 import pytest
-
-from newknowledge import analysis, finetune, runs, train_step
-from newknowledge.config import FinetuneConfig
-
 from conftest import tiny_finetune_data
+
+from newknowledge.core.config import FinetuneConfig
+from newknowledge.evaluation import analysis
+from newknowledge.finetuning import finetune, run_store
+from newknowledge.model import train_step
 
 
 def test_answer_only_loss_masks_the_question_tokens(tiny_model):
     _, tok = tiny_model
-    (ids, labels), = train_step.encode_examples(tok, ["Where was Foo born?"], ["Zed Town"], "qa")
+    ((ids, labels),) = train_step.encode_examples(tok, ["Where was Foo born?"], ["Zed Town"], "qa")
     prompt_len = len(tok("Q: Where was Foo born? A:")["input_ids"])
     assert labels[:prompt_len] == [-100] * prompt_len
     assert labels[prompt_len:] == ids[prompt_len:]
@@ -38,8 +39,8 @@ CFG = FinetuneConfig(ft_format="qa", ft_epochs=3, ft_batch=4, ft_lr=1e-3, ft_eva
 
 def test_records_have_one_row_per_example_and_epoch(tiny_model_path, tiny_world):
     train, ev = _data(tiny_world)
-    path = finetune.train_run(runs.RunSpec(str(tiny_model_path), "unknown_50", 0, CFG), train, ev)
-    rec = runs.load_records([path])
+    path = finetune.train_run(run_store.RunSpec(str(tiny_model_path), "unknown_50", 0, CFG), train, ev)
+    rec = run_store.load_records([path])
     assert sorted(rec.epoch.unique()) == [0, 1, 2, 3]
     assert (rec[rec.split == "train"].groupby("epoch").size() == len(train)).all()
     assert (rec[rec.split != "train"].groupby("epoch").size() == len(ev)).all()
@@ -51,20 +52,20 @@ def test_records_have_one_row_per_example_and_epoch(tiny_model_path, tiny_world)
 
 def test_resume_after_a_kill_gives_identical_records(tiny_model_path, tiny_world, tmp_path, monkeypatch):
     train, ev = _data(tiny_world)
-    spec = runs.RunSpec(str(tiny_model_path), "unknown_25", 1, CFG)
+    spec = run_store.RunSpec(str(tiny_model_path), "unknown_25", 1, CFG)
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "a"))
-    full = runs.load_records([finetune.train_run(spec, train, ev)])
+    full = run_store.load_records([finetune.train_run(spec, train, ev)])
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "b"))
     path = finetune.train_run(spec, train, ev, stop_after=1)  # "killed" after one epoch
     assert not (path / "done.json").exists() and (path / "checkpoint.pt").exists()
     (path / "epoch_002.tmp").write_text("half-written")  # debris of the kill is ignored
-    resumed = runs.load_records([finetune.train_run(spec, train, ev)])
+    resumed = run_store.load_records([finetune.train_run(spec, train, ev)])
     pd.testing.assert_frame_equal(full, resumed)
 
 
 def test_finished_runs_are_skipped(tiny_model_path, tiny_world):
     train, ev = _data(tiny_world)
-    spec = runs.RunSpec(str(tiny_model_path), "unknown_50", 0, CFG)
+    spec = run_store.RunSpec(str(tiny_model_path), "unknown_50", 0, CFG)
     path = finetune.train_run(spec, train, ev)
     stamp = (path / "epoch_003.parquet").stat().st_mtime_ns
     finetune.run_all([(spec, train, ev)])
@@ -87,8 +88,9 @@ def _records():
         for epoch in range(3):
             for ex in range(4):
                 unk = variant == "unknown_50" and ex >= 2
-                rows.append((variant, 0, epoch, "train", ex, "Unknown" if unk else "HighlyKnown",
-                             epoch >= (2 if unk else 1)))
+                rows.append(
+                    (variant, 0, epoch, "train", ex, "Unknown" if unk else "HighlyKnown", epoch >= (2 if unk else 1))
+                )
                 rows.append((variant, 0, epoch, "dev", ex, "HighlyKnown", ex < (3 if epoch == 1 else 2)))
                 rows.append((variant, 0, epoch, "test", ex, "HighlyKnown", ex < (4 - epoch)))
     return pd.DataFrame(rows, columns=["variant", "seed", "epoch", "split", "example", "category", "correct"])

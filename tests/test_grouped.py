@@ -7,16 +7,17 @@ import dataclasses
 import pandas as pd
 import pytest
 import torch
-
-from newknowledge import finetune, grouped, lm, runs, stacked, train_step
-from newknowledge.config import FinetuneConfig
-
 from conftest import tiny_finetune_data
+
+from newknowledge.core.config import FinetuneConfig
+from newknowledge.finetuning import finetune, grouped, run_store, stacked
+from newknowledge.model import lm, train_step
 
 # As tests/test_finetune.py: the format the tiny model answers zero-shot, and no dropout, with which
 # both paths compute the same records (dropout: the tests at the end); grouping switched on (opt-in).
-CFG = FinetuneConfig(ft_format="qa", ft_epochs=3, ft_batch=4, ft_lr=1e-3, ft_eval_batch=32, ft_dropout=0.0,
-                     ft_grouped=True)
+CFG = FinetuneConfig(
+    ft_format="qa", ft_epochs=3, ft_batch=4, ft_lr=1e-3, ft_eval_batch=32, ft_dropout=0.0, ft_grouped=True
+)
 
 
 def _jobs(tiny_model_path, tiny_world, cfg=CFG):
@@ -28,17 +29,20 @@ def _jobs(tiny_model_path, tiny_world, cfg=CFG):
     train, ev = tiny_finetune_data(tiny_world)
     path = str(tiny_model_path)
     data = [train, train.iloc[::2].reset_index(drop=True), train.head(11)]
-    specs = [runs.RunSpec(path, "unknown_50", 0, cfg), runs.RunSpec(path, "known_50", 0, cfg),
-             runs.RunSpec(path, "unknown_25", 1, cfg)]
+    specs = [
+        run_store.RunSpec(path, "unknown_50", 0, cfg),
+        run_store.RunSpec(path, "known_50", 0, cfg),
+        run_store.RunSpec(path, "unknown_25", 1, cfg),
+    ]
     return list(zip(specs, data, [ev, ev, ev.copy()]))
 
 
 def _per_run(jobs):
-    return [runs.load_records([finetune.train_run(*job)]) for job in jobs]
+    return [run_store.load_records([finetune.train_run(*job)]) for job in jobs]
 
 
 def _records(paths):
-    return [runs.load_records([p]) for p in paths]
+    return [run_store.load_records([p]) for p in paths]
 
 
 def test_grouped_records_equal_the_per_run_records(tiny_model_path, tiny_world, tmp_path, monkeypatch):
@@ -51,14 +55,15 @@ def test_grouped_records_equal_the_per_run_records(tiny_model_path, tiny_world, 
         assert (path / "done.json").exists() and not (path / "checkpoint.pt").exists()
         # Every fitted and evaluation flag is identical: the logits differ by float rounding
         # only (about 1e-5, see test_stacked_forward_matches_hugging_face).
-        pd.testing.assert_frame_equal(runs.load_records([path]), want)
+        pd.testing.assert_frame_equal(run_store.load_records([path]), want)
     assert single[1].epoch.max() == 3
     fitted = single[0][single[0].split == "train"].groupby("epoch")["correct"].mean()
     assert fitted.loc[3] > fitted.loc[0]  # the runs learned: equal records are not frozen ones
 
 
-def test_a_killed_group_resumes_by_either_path_with_identical_records(tiny_model_path, tiny_world, tmp_path,
-                                                                       monkeypatch):
+def test_a_killed_group_resumes_by_either_path_with_identical_records(
+    tiny_model_path, tiny_world, tmp_path, monkeypatch
+):
     jobs = _jobs(tiny_model_path, tiny_world)
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "full"))
     full = _records(grouped.train_group(jobs))
@@ -83,8 +88,7 @@ def test_a_per_run_checkpoint_resumes_in_a_group(tiny_model_path, tiny_world, tm
         pd.testing.assert_frame_equal(g, w)
 
 
-def test_run_all_groups_what_it_can_and_the_switch_turns_it_off(tiny_model_path, tiny_world, tmp_path,
-                                                               monkeypatch):
+def test_run_all_groups_what_it_can_and_the_switch_turns_it_off(tiny_model_path, tiny_world, tmp_path, monkeypatch):
     jobs = _jobs(tiny_model_path, tiny_world, dataclasses.replace(CFG, ft_epochs=1))
     specs = [s for s, _, _ in jobs]
     assert grouped.plan(specs, workers=1) == ([[0, 1, 2]], [])
@@ -92,11 +96,22 @@ def test_run_all_groups_what_it_can_and_the_switch_turns_it_off(tiny_model_path,
     sized = [dataclasses.replace(s, cfg=dataclasses.replace(s.cfg, ft_group_size=2)) for s in specs]
     assert grouped.plan(sized, workers=1) == ([[0, 2], [1]], [])
     # What the stacked model does not compute as the per-run path does stays there.
-    per_run = [dataclasses.replace(specs[0], variant="idk_50"), dataclasses.replace(specs[0], device="cuda"),
-               dataclasses.replace(specs[0], dtype="bfloat16")]
-    per_run += [dataclasses.replace(specs[0], cfg=dataclasses.replace(CFG, **{k: v}))
-                for k, v in [("lora_rank", 4), ("ft_grouped", False), ("ft_eval", "generate"),
-                             ("ft_precision", "bf16-mixed"), ("ft_micro_batch", 2), ("ft_checkpointing", True)]]
+    per_run = [
+        dataclasses.replace(specs[0], variant="idk_50"),
+        dataclasses.replace(specs[0], device="cuda"),
+        dataclasses.replace(specs[0], dtype="bfloat16"),
+    ]
+    per_run += [
+        dataclasses.replace(specs[0], cfg=dataclasses.replace(CFG, **{k: v}))
+        for k, v in [
+            ("lora_rank", 4),
+            ("ft_grouped", False),
+            ("ft_eval", "generate"),
+            ("ft_precision", "bf16-mixed"),
+            ("ft_micro_batch", 2),
+            ("ft_checkpointing", True),
+        ]
+    ]
     assert grouped.plan(per_run, workers=1) == ([], list(range(len(per_run))))
     assert grouped.groupable(dataclasses.replace(specs[0], cfg=dataclasses.replace(CFG, ft_micro_batch=4)))
     calls = []
@@ -112,8 +127,9 @@ def test_run_all_groups_what_it_can_and_the_switch_turns_it_off(tiny_model_path,
 def test_stacked_forward_matches_hugging_face(tiny_model, tiny_world):
     model, tok = tiny_model
     train, _ = tiny_finetune_data(tiny_world)
-    ids, mask, _ = train_step.collate(train_step.encode_examples(tok, train.question.tolist(), train.answer.tolist(),
-                                                               "qa")[:6], tok.pad_token_id)
+    ids, mask, _ = train_step.collate(
+        train_step.encode_examples(tok, train.question.tolist(), train.answer.tolist(), "qa")[:6], tok.pad_token_id
+    )
     stack = stacked.Stack(model, 2, lr=1e-3)
     with torch.no_grad():
         want = model(input_ids=ids, attention_mask=mask).logits  # right-padded, as in training
@@ -167,20 +183,19 @@ def test_dropout_masks_belong_to_the_run(tiny_model_path, tiny_world, tmp_path, 
     """With dropout a run's records do not depend on its group, and survive a kill; without, they differ."""
     jobs = _jobs(tiny_model_path, tiny_world, DROP)
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "alone"))
-    alone = runs.load_records(grouped.train_group(jobs[:1]))
+    alone = run_store.load_records(grouped.train_group(jobs[:1]))
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "group"))
     grouped.train_group(jobs, stop_after=1)
     # Killed after epoch 1; the first run resumes in another group, the others alone.
-    together = runs.load_records(grouped.train_group([jobs[0], jobs[2]])[:1])
+    together = run_store.load_records(grouped.train_group([jobs[0], jobs[2]])[:1])
     pd.testing.assert_frame_equal(together, alone)
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "none"))
     plain = (dataclasses.replace(jobs[0][0], cfg=CFG), *jobs[0][1:])
-    without = runs.load_records(grouped.train_group([plain]))
+    without = run_store.load_records(grouped.train_group([plain]))
     assert not without["correct"].equals(alone["correct"])
 
 
-def test_dropout_same_seed_same_records_and_a_folder_of_its_own(tiny_model_path, tiny_world, tmp_path,
-                                                                monkeypatch):
+def test_dropout_same_seed_same_records_and_a_folder_of_its_own(tiny_model_path, tiny_world, tmp_path, monkeypatch):
     """Grouped dropout masks are not the per-run path's: same seed, same records, never mixed with per-run ones."""
     jobs = _jobs(tiny_model_path, tiny_world, DROP)
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "a"))
@@ -189,13 +204,14 @@ def test_dropout_same_seed_same_records_and_a_folder_of_its_own(tiny_model_path,
     paths = grouped.train_group(jobs)
     for got, want in zip(_records(paths), first):
         pd.testing.assert_frame_equal(got, want)
-    assert paths[0] == runs.run_dir(*jobs[0], in_group=True) != runs.run_dir(*jobs[0])
+    assert paths[0] == run_store.run_dir(*jobs[0], in_group=True) != run_store.run_dir(*jobs[0])
     plain = (dataclasses.replace(jobs[0][0], cfg=CFG), *jobs[0][1:])
-    assert runs.run_dir(*plain, in_group=True) == runs.run_dir(*plain)  # without dropout: one folder
+    assert run_store.run_dir(*plain, in_group=True) == run_store.run_dir(*plain)  # without dropout: one folder
 
 
 def test_dropout_masks_of_a_run_are_its_own():
     """Each run's masks come from its (seed, epoch) alone, drawn for its own batch shape, padded with zeros."""
+
     def masks(runs, seeds, shapes):
         return stacked.Dropout(0.25, runs, seeds, [3] * len(runs)).masks(runs, shapes, (4, 6), 8, 2, 1)
 
@@ -227,6 +243,9 @@ def test_a_run_killed_before_its_first_checkpoint_resumes(tiny_model_path, tiny_
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "killed"))
     paths = [finetune.train_run(*jobs[0], stop_after=0), grouped.train_group(jobs[1:2], stop_after=0)[0]]
     assert all((p / "epoch_000.parquet").exists() and not (p / "checkpoint.pt").exists() for p in paths)
-    got = [runs.load_records(grouped.train_group(jobs[:1])), runs.load_records([finetune.train_run(*jobs[1])])]
+    got = [
+        run_store.load_records(grouped.train_group(jobs[:1])),
+        run_store.load_records([finetune.train_run(*jobs[1])]),
+    ]
     for g, w in zip(got, want):
         pd.testing.assert_frame_equal(g, w)

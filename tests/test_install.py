@@ -16,14 +16,14 @@ import sys
 import zipfile
 from pathlib import Path
 
-from newknowledge import config, store
+from newknowledge.core import config, store
 
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import json, pathlib
 import newknowledge
-from newknowledge import config, store
+from newknowledge.core import config, store
 print(json.dumps({
     "file": newknowledge.__file__,
     "profiles": config.available_profiles(),
@@ -47,13 +47,25 @@ def test_installed_wheel_has_the_profiles_and_uses_the_working_directory(tmp_pat
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "src", source / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     wheels = tmp_path / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--no-build-isolation",
-         "-q", "-w", str(wheels), str(source)],
-        capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = wheels.glob("newknowledge-*.whl")
     site = tmp_path / "site"

@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from newknowledge import config, lm, pretrain, slick, world
-from newknowledge.metrics import exact_match
+from newknowledge.core import config
+from newknowledge.core.metrics import exact_match
+from newknowledge.data import world
+from newknowledge.knowledge import slick
+from newknowledge.model import lm, pretrain
 
 
 def test_save_and_reload_gives_identical_logits_and_greedy_answers(tiny_model, tiny_model_path, tmp_path):
@@ -65,8 +68,9 @@ def test_exact_sampling_probability_matches_monte_carlo(tiny_model, tiny_world, 
     prompts, greedy = [prompts[i] for i in keep], [greedy[i] for i in keep]
     exact = lm.score(model, tok, prompts, greedy, temperature=1.0, top_k=40).p_sample
     gen = torch.Generator().manual_seed(0)
-    _, samples = lm.decode(model, tok, prompts, n_samples=400, temperature=1.0, top_k=40,
-                           max_new_tokens=12, batch_size=800, generator=gen)
+    _, samples = lm.decode(
+        model, tok, prompts, n_samples=400, temperature=1.0, top_k=40, max_new_tokens=12, batch_size=800, generator=gen
+    )
     mc = np.array([np.mean([s == g for s in ss]) for ss, g in zip(samples, greedy)])
     assert exact.max() > 0.1, "some greedy answers should be likely samples"
     assert np.all(np.abs(mc - exact) < 4 * np.sqrt(exact * (1 - exact) / 400) + 0.01)

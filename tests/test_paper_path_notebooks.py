@@ -18,7 +18,7 @@ estimator, CPU, few prompts, a small ``min_dataset_size``). Two runs:
     first questions of each file of the data set) with the same model, which
     knows none of its facts: chapter 1 completes and shows the per-relation
     category table; chapter 2 stops with the one clear message of
-    :func:`newknowledge.variants.check_size`, as the last line, not a
+    :func:`newknowledge.finetuning.variants.check_size`, as the last line, not a
     traceback from deep inside.
 
 Marked ``notebooks``: ``make test`` runs them; ``pytest -m "not notebooks"``
@@ -35,11 +35,12 @@ import time
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import pytest
 import yaml
 
-from newknowledge import config, pipeline, pretrain, slick, world
+from newknowledge.book import pipeline
+from newknowledge.core import config
+from newknowledge.knowledge import slick
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -52,24 +53,66 @@ pytestmark = pytest.mark.notebooks
 # Every setting the categories depend on is pinned, so a change of the package's defaults cannot empty
 # a category (zipf_a and qa_templates did once).
 WORLD = {
-    "n_train": 24, "n_dev": 3, "n_test": 2, "n_ood_test": 2, "pool_scale": 0.3, "never_exposed": 0.3,
-    "exposure_mu": 1.2, "exposure_sigma": 0.9, "exposure_cap": 10, "zipf_a": 1.0, "dev_exposures": "natural",
-    "statement_share": 0.0, "qa_templates": 1, "verify_share": 0.05, "vocab_size": 500, "d_model": 64,
-    "n_layers": 2, "n_heads": 2, "block_size": 128, "pretrain_batch": 4, "pretrain_passes": 12.0,
-    "pretrain_lr": 1e-2, "pretrain_warmup": 0.05, "pretrain_threads": 1,
+    "n_train": 24,
+    "n_dev": 3,
+    "n_test": 2,
+    "n_ood_test": 2,
+    "pool_scale": 0.3,
+    "never_exposed": 0.3,
+    "exposure_mu": 1.2,
+    "exposure_sigma": 0.9,
+    "exposure_cap": 10,
+    "zipf_a": 1.0,
+    "dev_exposures": "natural",
+    "statement_share": 0.0,
+    "qa_templates": 1,
+    "verify_share": 0.05,
+    "vocab_size": 500,
+    "d_model": 64,
+    "n_layers": 2,
+    "n_heads": 2,
+    "block_size": 128,
+    "pretrain_batch": 4,
+    "pretrain_passes": 12.0,
+    "pretrain_lr": 1e-2,
+    "pretrain_warmup": 0.05,
+    "pretrain_threads": 1,
 }
 # SliCK as both paths run it (the default path's study and the notebooks' -f file).
 SLICK = {"k_shot": 2, "n_ex": 6, "n_samples": 4, "max_new_tokens": 8, "slick_batch": 64, "estimator": "exact"}
 # The paper profile, shrunk to seconds.
-SHRUNK = {**SLICK, "seeds": [0], "ft_epochs": 2, "device": "cpu", "dtype": "float32", "pct_unknown": [0, 50, 100],
-          "min_dataset_size": 8, "compare_n": 16}
+SHRUNK = {
+    **SLICK,
+    "seeds": [0],
+    "ft_epochs": 2,
+    "device": "cpu",
+    "dtype": "float32",
+    "pct_unknown": [0, 50, 100],
+    "min_dataset_size": 8,
+    "compare_n": 16,
+}
 
 
 def run_notebook(nb: Path, out: Path, artifacts: Path, overrides: Path, model: str, eq_dir: Path):
     """``make notebooks``' command for one notebook; returns (exit status, stderr, CPU seconds)."""
-    cmd = [sys.executable, str(ROOT / "tools" / "run_notebook.py"), str(nb.relative_to(ROOT)), str(out),
-           "-k", "python3", "-f", str(config.profile_path("paper")), "-f", str(overrides),
-           "-p", "model", model, "-p", "eq_dir", str(eq_dir)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools" / "run_notebook.py"),
+        str(nb.relative_to(ROOT)),
+        str(out),
+        "-k",
+        "python3",
+        "-f",
+        str(config.profile_path("paper")),
+        "-f",
+        str(overrides),
+        "-p",
+        "model",
+        model,
+        "-p",
+        "eq_dir",
+        str(eq_dir),
+    ]
     env = {**os.environ, "NEWKNOWLEDGE_ARTIFACTS": str(artifacts)}
     out.parent.mkdir(parents=True, exist_ok=True)
     before = os.times()
@@ -77,8 +120,11 @@ def run_notebook(nb: Path, out: Path, artifacts: Path, overrides: Path, model: s
     # machine busy with other jobs can stretch that tenfold.
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     after = os.times()
-    return res.returncode, res.stderr, (after.children_user - before.children_user
-                                        + after.children_system - before.children_system)
+    return (
+        res.returncode,
+        res.stderr,
+        (after.children_user - before.children_user + after.children_system - before.children_system),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +144,12 @@ def overrides(tmp_path_factory) -> Path:
 
 def _outputs(nb_path: Path) -> str:
     nb = nbformat.read(nb_path, as_version=4)
-    return "\n".join(json.dumps(o.get("data", o.get("text", ""))) for c in nb.cells if c.cell_type == "code"
-                     for o in c.get("outputs", []))
+    return "\n".join(
+        json.dumps(o.get("data", o.get("text", "")))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
 
 
 def test_every_notebook_runs_on_the_world_folder(world_model, overrides, tmp_path, monkeypatch):
@@ -113,19 +163,22 @@ def test_every_notebook_runs_on_the_world_folder(world_model, overrides, tmp_pat
         rc, err, cpu = run_notebook(nb, out, artifacts, overrides, model, eq_dir)
         timings[nb.stem] = (round(time.time() - t, 1), round(cpu, 1))
         assert rc == 0, f"{nb.name} failed:\n{err[-4000:]}"
-        assert "error" not in [o.get("output_type") for c in nbformat.read(out, as_version=4).cells
-                               for o in c.get("outputs", [])]
+        assert "error" not in [
+            o.get("output_type") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])
+        ]
     print("wall / CPU seconds per notebook:", timings)
     # Same questions, same categories as the default path: read the notebooks' SliCK table from their store
     # (computing it again here would fail the test).
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(artifacts))
     monkeypatch.setattr(slick, "categorize", lambda *a, **k: pytest.fail("SliCK recomputed"))
-    real = pipeline.prepare(config.from_params({**config.load_profile("paper"), **SHRUNK, "model": model,
-                                                "eq_dir": str(eq_dir)}))
+    real = pipeline.prepare(
+        config.from_params({**config.load_profile("paper"), **SHRUNK, "model": model, "eq_dir": str(eq_dir)})
+    )
     assert real.world_dir is None and "exposures" not in real.table
     keys = ["split", "relation", "question", "answer"]
-    both = prep.table[keys + ["category"]].merge(real.table[keys + ["category"]], on=keys, suffixes=("_world", "_real"),
-                                                 validate="one_to_one")
+    both = prep.table[keys + ["category"]].merge(
+        real.table[keys + ["category"]], on=keys, suffixes=("_world", "_real"), validate="one_to_one"
+    )
     assert len(both) == len(prep.table) == len(real.table)
     assert (both["category_world"] == both["category_real"]).all()
 

@@ -15,9 +15,11 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.container import BarContainer, ErrorbarContainer  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from newknowledge import categories, paper, plots  # noqa: E402
-from newknowledge.categories import CATEGORIES  # noqa: E402
-from newknowledge.stats import LinearModelResult, mean_ci  # noqa: E402
+from newknowledge.book import plots  # noqa: E402
+from newknowledge.evaluation import paper
+from newknowledge.evaluation.stats import LinearModelResult, mean_ci  # noqa: E402
+from newknowledge.knowledge import categories
+from newknowledge.knowledge.categories import CATEGORIES  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +46,14 @@ def _category_table() -> pd.DataFrame:
 
 def _acc_vs_unknown(durations, seeds=(0,)) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame([{"pct_unknown": p, "duration": d, "seed": s, "accuracy": 0.4 - p / 1000 + rng.normal(0, 0.01)}
-                         for d in durations for p in (0, 25, 50, 75, 100) for s in seeds])
+    return pd.DataFrame(
+        [
+            {"pct_unknown": p, "duration": d, "seed": s, "accuracy": 0.4 - p / 1000 + rng.normal(0, 0.01)}
+            for d in durations
+            for p in (0, 25, 50, 75, 100)
+            for s in seeds
+        ]
+    )
 
 
 def test_category_distribution_bars_and_shares():
@@ -94,9 +102,12 @@ def test_exposure_bucket_edges():
 
 
 def test_exposure_table_rows_sum_to_100_and_heatmap():
-    table = pd.DataFrame({"exposures": [0, 0, 0, 0, 3, 4, 20],
-                          "category": ["Unknown", "Unknown", "Unknown", "WeaklyKnown", "MaybeKnown",
-                                       "HighlyKnown", "HighlyKnown"]})
+    table = pd.DataFrame(
+        {
+            "exposures": [0, 0, 0, 0, 3, 4, 20],
+            "category": ["Unknown", "Unknown", "Unknown", "WeaklyKnown", "MaybeKnown", "HighlyKnown", "HighlyKnown"],
+        }
+    )
     t = categories.exposure_table(table)
     assert list(t.index) == ["0", "3-4", "17+"]  # empty buckets dropped, order kept
     assert np.allclose(t[list(CATEGORIES)].sum(axis=1), 100)
@@ -139,14 +150,20 @@ def test_d_vs_dknown_four_lines_solid_and_dashed():
     assert len(lines) == 4
     assert sorted(ln.get_linestyle() for ln in lines) == ["-", "-", "--", "--"]
     colours = {ln.get_label(): to_rgba(ln.get_color()) for ln in lines}
-    assert colours["$D$, EARLY_STOP"] == colours["$D_{Known}$, EARLY_STOP"] == to_rgba(
-        plots.DURATION_COLORS["EARLY_STOP"])
+    assert (
+        colours["$D$, EARLY_STOP"] == colours["$D_{Known}$, EARLY_STOP"] == to_rgba(plots.DURATION_COLORS["EARLY_STOP"])
+    )
 
 
 def test_training_curves_and_early_stop_marker():
-    curves = pd.DataFrame([{"epoch": e, "series": s, "seed": seed, "accuracy": min(1, e / k) + 0.01 * seed}
-                           for e in range(6) for s, k in (("Train (Known)", 2), ("Train (Unknown)", 8), ("Dev", 5))
-                           for seed in (0, 1)])
+    curves = pd.DataFrame(
+        [
+            {"epoch": e, "series": s, "seed": seed, "accuracy": min(1, e / k) + 0.01 * seed}
+            for e in range(6)
+            for s, k in (("Train (Known)", 2), ("Train (Unknown)", 8), ("Dev", 5))
+            for seed in (0, 1)
+        ]
+    )
     _, ax = plots.training_curves(curves, early_stop=3)
     lines = ax.get_lines()
     assert len(lines) == 4  # 3 series + the EARLY_STOP line
@@ -159,9 +176,15 @@ def test_training_curves_and_early_stop_marker():
 
 
 def test_fitted_at_early_stop_grouped_bars_with_error_bars():
-    shares = pd.DataFrame([{"pct_unknown": p, "group": g, "seed": s, "fitted": 0.9 if g == "Known" else 0.2 + 0.01 * s}
-                           for p in (0, 50, 100) for g in ("Known", "Unknown") for s in (0, 1, 2)
-                           if not (p == 0 and g == "Unknown") and not (p == 100 and g == "Known")])
+    shares = pd.DataFrame(
+        [
+            {"pct_unknown": p, "group": g, "seed": s, "fitted": 0.9 if g == "Known" else 0.2 + 0.01 * s}
+            for p in (0, 50, 100)
+            for g in ("Known", "Unknown")
+            for s in (0, 1, 2)
+            if not (p == 0 and g == "Unknown") and not (p == 100 and g == "Known")
+        ]
+    )
     _, ax = plots.fitted_at_early_stop(shares)
     assert sum(len(b) for b in _bars(ax)) == 4  # absent combinations draw no bar
     assert any(isinstance(c, ErrorbarContainer) for c in ax.containers)
@@ -171,8 +194,9 @@ def test_fitted_at_early_stop_grouped_bars_with_error_bars():
 
 
 def test_linear_fit_scatter_equation():
-    pts = pd.DataFrame({"kn": [0.1, 0.5, 0.9, 0.2, 0.6], "unk": [0.0, 0.1, 0.2, 0.3, 0.5],
-                        "variant": ["a", "a", "b", "b", "c"]})
+    pts = pd.DataFrame(
+        {"kn": [0.1, 0.5, 0.9, 0.2, 0.6], "unk": [0.0, 0.1, 0.2, 0.3, 0.5], "variant": ["a", "a", "b", "b", "c"]}
+    )
     pts["acc"] = 0.369 + 0.073 * pts["kn"] - 0.083 * pts["unk"]
     res = LinearModelResult(b0=0.369, b_kn=0.073, b_unk=-0.083, ci={}, r2=0.86, n=5, n_clusters=None, summary="")
     _, ax = plots.linear_fit(pts, res)
@@ -186,9 +210,14 @@ def test_linear_fit_scatter_equation():
 def test_table2_heatmap_two_panels_bold_best():
     variants = ["D_HighlyKnown", "D_MaybeKnown", "D_Natural"]
     subsets = ["All", *CATEGORIES]
-    acc = pd.DataFrame([{"variant": v, "subset": s, "duration": d, "accuracy": (i + 1) / 10 + j / 100 + k / 50}
-                        for k, d in enumerate(("CONVERGENCE", "EARLY_STOP")) for i, v in enumerate(variants)
-                        for j, s in enumerate(subsets)])
+    acc = pd.DataFrame(
+        [
+            {"variant": v, "subset": s, "duration": d, "accuracy": (i + 1) / 10 + j / 100 + k / 50}
+            for k, d in enumerate(("CONVERGENCE", "EARLY_STOP"))
+            for i, v in enumerate(variants)
+            for j, s in enumerate(subsets)
+        ]
+    )
     fig, axes = plots.table2_heatmap(acc)
     assert len(axes) == 2 and [a.get_title() for a in axes] == ["EARLY_STOP", "CONVERGENCE"]
     assert all(len(a.texts) == 3 * 5 for a in axes)
@@ -201,8 +230,13 @@ def test_table2_heatmap_two_panels_bold_best():
 
 
 def test_threshold_sweep_lines_and_markers():
-    sweep = pd.DataFrame([{"method": m, "share": s, "accuracy": s / 2 + (m == "P(True)") * 0.2}
-                          for m in ("P(True)", "SliCK N_ex") for s in (0.1, 0.3, 0.5)])
+    sweep = pd.DataFrame(
+        [
+            {"method": m, "share": s, "accuracy": s / 2 + (m == "P(True)") * 0.2}
+            for m in ("P(True)", "SliCK N_ex")
+            for s in (0.1, 0.3, 0.5)
+        ]
+    )
     pts = pd.DataFrame({"label": ["SliCK Unknown"], "share": [0.36], "accuracy": [0.03]})
     _, ax = plots.threshold_sweep(sweep, pts)
     assert len(ax.get_lines()) == 2 and len(ax.collections) == 1
@@ -211,9 +245,14 @@ def test_threshold_sweep_lines_and_markers():
 
 
 def test_idk_bars_two_metrics_per_group():
-    table = pd.DataFrame({"variant": ["D", "D", "D_IDK", "D_IDK"],
-                          "duration": ["EARLY_STOP", "CONVERGENCE"] * 2,
-                          "accuracy_answered": [0.43, 0.388, 0.618, 0.618], "answered": [1, 1, 0.587, 0.556]})
+    table = pd.DataFrame(
+        {
+            "variant": ["D", "D", "D_IDK", "D_IDK"],
+            "duration": ["EARLY_STOP", "CONVERGENCE"] * 2,
+            "accuracy_answered": [0.43, 0.388, 0.618, 0.618],
+            "answered": [1, 1, 0.587, 0.556],
+        }
+    )
     _, ax = plots.idk_bars(table)
     bars = _bars(ax)
     assert len(bars) == 2 and all(len(b) == 4 for b in bars)
@@ -239,9 +278,15 @@ def test_given_axes_are_drawn_on():
 
 
 def test_table2_given_axes_and_seed_note():
-    acc = pd.DataFrame([{"variant": v, "subset": s, "duration": d, "seed": seed, "accuracy": 0.5 + 0.1 * seed}
-                        for v in ("D_A", "D_B") for s in ("All", "Unknown") for d in ("EARLY_STOP", "CONVERGENCE")
-                        for seed in (0, 1)])
+    acc = pd.DataFrame(
+        [
+            {"variant": v, "subset": s, "duration": d, "seed": seed, "accuracy": 0.5 + 0.1 * seed}
+            for v in ("D_A", "D_B")
+            for s in ("All", "Unknown")
+            for d in ("EARLY_STOP", "CONVERGENCE")
+            for seed in (0, 1)
+        ]
+    )
     fig, given = plt.subplots(1, 2)
     out_fig, axes = plots.table2_heatmap(acc, ax=given)
     assert out_fig is fig and list(axes) == list(given)
@@ -250,8 +295,15 @@ def test_table2_given_axes_and_seed_note():
 
 
 def test_threshold_sweep_pairs_seeds_by_threshold():
-    sweep = pd.DataFrame({"method": "P(True)", "threshold": [0.2, 0.4, 0.2, 0.4, 0.2, 0.4], "seed": [0, 0, 1, 1, 2, 2],
-                          "share": [0.1, 0.3, 0.2, 0.4, 0.15, 0.35], "accuracy": [0.1, 0.2, 0.12, 0.22, 0.11, 0.21]})
+    sweep = pd.DataFrame(
+        {
+            "method": "P(True)",
+            "threshold": [0.2, 0.4, 0.2, 0.4, 0.2, 0.4],
+            "seed": [0, 0, 1, 1, 2, 2],
+            "share": [0.1, 0.3, 0.2, 0.4, 0.15, 0.35],
+            "accuracy": [0.1, 0.2, 0.12, 0.22, 0.11, 0.21],
+        }
+    )
     _, ax = plots.threshold_sweep(sweep)
     line = ax.get_lines()[0]
     assert np.allclose(line.get_xdata(), [15, 35]) and np.allclose(line.get_ydata(), [11, 21])
@@ -272,14 +324,17 @@ def test_every_figure_of_a_notebook_is_displayed(tmp_path):
 
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    setup = ("import pandas as pd\nimport matplotlib.pyplot as plt\nfrom newknowledge import plots\n"
-             "df = pd.DataFrame({'pct_unknown': [0, 50, 100] * 2, 'duration': ['EARLY_STOP'] * 3 + ['CONVERGENCE'] * 3,"
-             " 'accuracy': [.5, .5, .5, .5, .4, .3]})")
+    setup = (
+        "import pandas as pd\nimport matplotlib.pyplot as plt\nfrom newknowledge.book import plots\n"
+        "df = pd.DataFrame({'pct_unknown': [0, 50, 100] * 2, 'duration': ['EARLY_STOP'] * 3 + ['CONVERGENCE'] * 3,"
+        " 'accuracy': [.5, .5, .5, .5, .4, .3]})"
+    )
     nb.cells = [new_code_cell(setup)] + [new_code_cell("fig, ax = plots.accuracy_vs_unknown(df)") for _ in range(2)]
     nb.cells.append(new_code_cell("fig, ax = plt.subplots(); ax.plot([1, 2]);"))
     nbformat.write(nb, tmp_path / "in.ipynb")
-    papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
-                               progress_bar=False)
+    papermill.execute_notebook(
+        str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3", progress_bar=False
+    )
     out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     images = [sum("image/png" in o.get("data", {}) for o in c.outputs) for c in out.cells[1:]]
     assert images == [1, 1, 1]

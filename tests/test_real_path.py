@@ -28,10 +28,14 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from newknowledge import categories, config, finetune, lm, page, pipeline, runs, slick
-from newknowledge import entityquestions as eq
-from newknowledge.config import ConfigError
-from newknowledge.metrics import exact_match
+from newknowledge.book import page, pipeline
+from newknowledge.core import config
+from newknowledge.core.config import ConfigError
+from newknowledge.core.metrics import exact_match
+from newknowledge.data import entityquestions as eq
+from newknowledge.finetuning import finetune, run_store
+from newknowledge.knowledge import categories, slick
+from newknowledge.model import lm
 
 TRAIN_RELS = ("P17", "P19")
 OOD_REL = "P50"
@@ -45,8 +49,18 @@ POOLS = {
 SIZES = {"train": 14, "dev": 8, "test": 6}
 SHARED_SUBJECT = "Lomi Ketaru"  # a train subject that is also a test subject: dropped from train
 # Tiny SliCK and fine-tuning settings; every other parameter keeps its default.
-PARAMS = {"n_ex": 2, "n_samples": 2, "max_new_tokens": 8, "slick_batch": 0, "ft_epochs": 2, "ft_batch": 8,
-          "ft_lr": 3e-3, "ft_eval_batch": 0, "workers": 1, "device": "cpu"}
+PARAMS = {
+    "n_ex": 2,
+    "n_samples": 2,
+    "max_new_tokens": 8,
+    "slick_batch": 0,
+    "ft_epochs": 2,
+    "ft_batch": 8,
+    "ft_lr": 3e-3,
+    "ft_eval_batch": 0,
+    "workers": 1,
+    "device": "cpu",
+}
 
 
 def _subjects(rng: np.random.Generator, n: int, used: set) -> list[str]:
@@ -68,9 +82,13 @@ def _write_folder(root) -> dict:
     for rel in (*TRAIN_RELS, OOD_REL, "P20"):  # P20 is one of the relations the paper drops
         for split, n in SIZES.items():
             pool = POOLS[rel]
-            items = [{"question": eq.TEMPLATES[rel].replace("[X]", s),
-                      "answers": [pool[min(int(rng.zipf(1.6)) - 1, len(pool) - 1)]]}
-                     for s in _subjects(rng, n, used)]
+            items = [
+                {
+                    "question": eq.TEMPLATES[rel].replace("[X]", s),
+                    "answers": [pool[min(int(rng.zipf(1.6)) - 1, len(pool) - 1)]],
+                }
+                for s in _subjects(rng, n, used)
+            ]
             data[rel, split] = items
     data["P17", "train"][3]["answers"].append("Pelosa Minor")  # multi-answer: dropped
     data["P19", "test"][2]["answers"] = ["Tafu", "Sazi"]  # multi-answer test question: dropped, subject held out
@@ -96,19 +114,27 @@ def _tokenizer(kind: str, texts: list[str]) -> PreTrainedTokenizerFast:
     """A BPE tokenizer with a BOS post-processor, an EOS and NO pad token."""
     tok = Tokenizer(models.BPE())
     if kind == "bytelevel":  # Llama 3 style: a word keeps the newlines after it ("Paris\n")
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(r" ?[^\s]+\n*|\s+"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(r" ?[^\s]+\n*|\s+"), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
         tok.decoder = decoders.ByteLevel()
         alphabet = pre_tokenizers.ByteLevel.alphabet()
     else:  # SentencePiece style: only spaces split, "s\nQ:" is one word
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
         tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
         alphabet = sorted(set("".join(texts)))
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=500, special_tokens=["<s>", "</s>"],
-                                                       initial_alphabet=alphabet, show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
-                                                       special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    tok.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=500, special_tokens=["<s>", "</s>"], initial_alphabet=alphabet, show_progress=False
+        ),
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
 
 
@@ -148,9 +174,18 @@ def llama(request, eq_folder, tmp_path_factory):
     lines = _lines(data)
     every = [f"Q: {it['question']} A: {a}\n" for items in data.values() for it in items for a in it["answers"]]
     tok = _tokenizer(request.param, every)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=256,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=None)
+    cfg = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=len(tok),
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=None,
+    )
     model = LlamaForCausalLM(cfg)
     _pretrain(model, tok, lines)
     path = tmp_path_factory.mktemp(f"llama-{request.param}")
@@ -164,6 +199,7 @@ def _study(model_path: str, folder, **over) -> config.Study:
 
 
 # --- data -------------------------------------------------------------------
+
 
 def test_real_layout_loads_and_preprocesses_as_the_paper(eq_folder):
     root, data = eq_folder
@@ -180,10 +216,11 @@ def test_real_layout_loads_and_preprocesses_as_the_paper(eq_folder):
     assert counts.loc["P19", "test"] == SIZES["test"] - 1  # the multi-answer test question
     assert SHARED_SUBJECT not in set(facts.loc[facts.split == "train", "subject"])
     assert (counts.loc[list(TRAIN_RELS), "dev"] == SIZES["dev"]).all()
-    assert len(pipeline.exemplar_pool(raw).query("relation == @OOD_REL")) >= 8  # OOD questions get exemplars
+    assert len(eq.exemplar_pool(raw).query("relation == @OOD_REL")) >= 8  # OOD questions get exemplars
 
 
 # --- the model engine on a real tokenizer ------------------------------------
+
 
 def test_tokenizer_quirks_are_handled(llama):
     _, path = llama
@@ -223,7 +260,7 @@ def _slick_prompts(folder, study):
     raw = eq.load(folder)
     facts = eq.preprocess(raw, verbose=False)
     table = facts[facts.split != "dev"].reset_index(drop=True)
-    pr = slick.prompts(table, pipeline.exemplar_pool(raw), study.slick)
+    pr = slick.prompts(table, eq.exemplar_pool(raw), study.slick)
     return pr["prompt"].tolist(), table["answer"].to_numpy()[pr["example"]].tolist()
 
 
@@ -246,6 +283,7 @@ def test_teacher_forcing_agrees_with_greedy_decoding(llama, eq_folder):
 
 
 # --- the book's code path ------------------------------------------------------
+
 
 @pytest.mark.parametrize("estimator", ["sampling", "exact"])
 def test_prepare_categorises_every_split_and_caches(llama, eq_folder, estimator, tmp_path, monkeypatch):
@@ -281,7 +319,7 @@ def test_paper_profile_needs_model_and_data():
 def _run(path, prep, variant, seed=0, **over):
     cfg = dataclasses.replace(prep.study.finetune, **over)
     train = prep.train.head(12)
-    return finetune.train_run(runs.RunSpec(path, variant, seed, cfg), train, prep.evals)
+    return finetune.train_run(run_store.RunSpec(path, variant, seed, cfg), train, prep.evals)
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +331,7 @@ def prepared(llama, eq_folder):
 def test_full_fine_tuning_records_two_epochs_and_reruns_from_cache(prepared, tmp_path, monkeypatch):
     path, prep = prepared
     run = _run(path, prep, "natural")
-    rec = runs.load_records([run])
+    rec = run_store.load_records([run])
     assert sorted(rec["epoch"].unique()) == [0, 1, 2]
     assert set(rec["split"]) == {"train", "dev", "test", "ood_test"}
     train = rec[rec.split == "train"].pivot(index="example", columns="epoch", values="correct")
@@ -301,7 +339,7 @@ def test_full_fine_tuning_records_two_epochs_and_reruns_from_cache(prepared, tmp
     stamp = (run / "epoch_002.parquet").stat().st_mtime_ns
     assert _run(path, prep, "natural") == run and (run / "epoch_002.parquet").stat().st_mtime_ns == stamp
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "again"))  # same seed, from scratch
-    pd.testing.assert_frame_equal(runs.load_records([_run(path, prep, "natural")]), rec)
+    pd.testing.assert_frame_equal(run_store.load_records([_run(path, prep, "natural")]), rec)
 
 
 def test_lora_trains_only_the_adapters_and_resumes_identically(prepared, tmp_path, monkeypatch):
@@ -311,7 +349,7 @@ def test_lora_trains_only_the_adapters_and_resumes_identically(prepared, tmp_pat
     monkeypatch.setattr(finetune, "_with_lora", lambda m, c: wrapped.append(real_with_lora(m, c)) or wrapped[-1])
     lora = {"lora_rank": 4, "lora_alpha": 8, "lora_targets": "q_proj,v_proj", "ft_lr": 1e-2}
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "a"))
-    full = runs.load_records([_run(path, prep, "natural", seed=3, **lora)])
+    full = run_store.load_records([_run(path, prep, "natural", seed=3, **lora)])
     assert sorted(full["epoch"].unique()) == [0, 1, 2]
     model = wrapped[0]
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -325,11 +363,11 @@ def test_lora_trains_only_the_adapters_and_resumes_identically(prepared, tmp_pat
     # Killed after one epoch: the checkpoint holds the adapters only; resuming gives the same records.
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "b"))
     cfg = dataclasses.replace(prep.study.finetune, **lora)
-    spec = runs.RunSpec(path, "natural", 3, cfg)
+    spec = run_store.RunSpec(path, "natural", 3, cfg)
     run = finetune.train_run(spec, prep.train.head(12), prep.evals, stop_after=1)
     state = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
     assert state and all("lora_" in n for n in state)
-    resumed = runs.load_records([finetune.train_run(spec, prep.train.head(12), prep.evals)])
+    resumed = run_store.load_records([finetune.train_run(spec, prep.train.head(12), prep.evals)])
     pd.testing.assert_frame_equal(full, resumed)
 
 

@@ -1,4 +1,4 @@
-"""What `make book` shows in the terminal: tools/run_notebook.py and newknowledge.progress.
+"""What `make book` shows in the terminal: tools/run_notebook.py and newknowledge.core.progress.
 
 A notebook runs in a kernel whose output streams go into the executed
 notebook; the package's progress bars must reach the terminal instead
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 
-from newknowledge import progress
+from newknowledge.core import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,20 +36,29 @@ def test_bars_go_to_the_process_stderr_when_asked(monkeypatch):
 def _notebook(path: Path, *cells: str) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("steps: int = 2  # bar length", metadata={"tags": ["parameters"]}),
-                *(nbformat.v4.new_code_cell(c) for c in cells)]
+    nb.cells = [
+        nbformat.v4.new_code_cell("steps: int = 2  # bar length", metadata={"tags": ["parameters"]}),
+        *(nbformat.v4.new_code_cell(c) for c in cells),
+    ]
     nbformat.write(nb, path)
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "run_notebook.py"), *args],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run_notebook.py"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_progress_reaches_the_terminal_and_a_failure_ends_with_one_line(tmp_path):
-    _notebook(tmp_path / "nb.ipynb",
-              "from newknowledge.progress import tqdm\nfor _ in tqdm(range(steps), desc='SliCK chunks'):\n    pass",
-              "from newknowledge import lm\nlm.load('/no/such/model')")
+    _notebook(
+        tmp_path / "nb.ipynb",
+        "from newknowledge.core.progress import tqdm\nfor _ in tqdm(range(steps), desc='SliCK chunks'):\n    pass",
+        "from newknowledge.model import lm\nlm.load('/no/such/model')",
+    )
     out = _run(tmp_path, "nb.ipynb", "out.ipynb", "-p", "steps", "5")
     assert out.returncode == 1
     assert "SliCK chunks: 100%" in out.stderr and "5/5" in out.stderr  # -p read as an int, bar in the terminal
@@ -86,10 +95,17 @@ def test_parameters_in_papermill_order_and_a_list_from_yaml_text(tmp_path):
     spec.loader.exec_module(tool)
     profile = tmp_path / "profile.yaml"
     profile.write_text("pct_unknown: [0, 50, 100]\nn_train: 130\nft_lr: 0.001\n")
-    args = argparse.Namespace(parameters_file=[str(profile)], parameters_raw=[("profile", "wide")],
-                              parameters_yaml=["pct_unknown: [0, 25, 50, 75, 100]\nn_train: 220"],
-                              parameters=[("n_train", "300")])
-    assert tool.parameters(args) == {"pct_unknown": [0, 25, 50, 75, 100], "n_train": 300, "ft_lr": 0.001,
-                                     "profile": "wide"}
+    args = argparse.Namespace(
+        parameters_file=[str(profile)],
+        parameters_raw=[("profile", "wide")],
+        parameters_yaml=["pct_unknown: [0, 25, 50, 75, 100]\nn_train: 220"],
+        parameters=[("n_train", "300")],
+    )
+    assert tool.parameters(args) == {
+        "pct_unknown": [0, 25, 50, 75, 100],
+        "n_train": 300,
+        "ft_lr": 0.001,
+        "profile": "wide",
+    }
     args.parameters = [("pct_unknown", "[0, 100]")]
     assert tool.parameters(args)["pct_unknown"] == "[0, 100]"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from records import lower, ones, records, run
 from scipy import stats as sps
 
-from newknowledge import analysis, significance
-from records import lower, ones, records, run
+from newknowledge.evaluation import analysis, significance
 
 
 def test_chunked_mean_of_a_paired_difference_is_the_app_i_test():
@@ -36,7 +36,7 @@ def test_equivalence_needs_a_tight_interval_inside_the_margin():
 
 def test_pooled_averages_means_and_combines_errors():
     m = significance.pooled([significance.Mean(0.02, 0.02, 9, 100), significance.Mean(0.0, 0.02, 9, 100)])
-    assert m.mean == pytest.approx(0.01) and m.se == pytest.approx(np.sqrt(2 * 0.02 ** 2) / 2)
+    assert m.mean == pytest.approx(0.01) and m.se == pytest.approx(np.sqrt(2 * 0.02**2) / 2)
     assert m.df == 18 and m.n == 200
     with pytest.raises(ValueError):
         significance.pooled([])
@@ -72,8 +72,11 @@ def test_at_stops_and_correct_at_pair_runs_on_the_same_questions():
     rec = records(run("unknown_0", test_es=a, test_conv=b), run("known_50", test_es=b, test_conv=a, es=3))
     at = analysis.at_stops(rec, "test")
     assert set(zip(at["variant"], at["duration"], at["epoch"])) == {
-        ("unknown_0", "EARLY_STOP", 2), ("unknown_0", "CONVERGENCE", 5),
-        ("known_50", "EARLY_STOP", 3), ("known_50", "CONVERGENCE", 5)}
+        ("unknown_0", "EARLY_STOP", 2),
+        ("unknown_0", "CONVERGENCE", 5),
+        ("known_50", "EARLY_STOP", 3),
+        ("known_50", "CONVERGENCE", 5),
+    }
     es = analysis.correct_at(rec, "EARLY_STOP")
     assert list(es.columns) == ["known_50", "unknown_0"] and es.index.names == ["seed", "example"]
     assert np.array_equal(es["unknown_0"].to_numpy(), a) and np.array_equal(es["known_50"].to_numpy(), b)

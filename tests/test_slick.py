@@ -8,16 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from newknowledge import categories, lm, slick
-from newknowledge.config import SlickConfig
+from newknowledge.core.config import SlickConfig
+from newknowledge.knowledge import categories, slick
+from newknowledge.model import lm
 
 
 @pytest.mark.parametrize(
     "p_greedy, p_sample, expected",
     [
-        (1.0, 0.0, "HighlyKnown"), (1.0, 1.0, "HighlyKnown"),
-        (0.9, 0.0, "MaybeKnown"), (0.1, 1.0, "MaybeKnown"), (1e-9, 0.0, "MaybeKnown"),
-        (0.0, 1e-9, "WeaklyKnown"), (0.0, 1.0, "WeaklyKnown"),
+        (1.0, 0.0, "HighlyKnown"),
+        (1.0, 1.0, "HighlyKnown"),
+        (0.9, 0.0, "MaybeKnown"),
+        (0.1, 1.0, "MaybeKnown"),
+        (1e-9, 0.0, "MaybeKnown"),
+        (0.0, 1e-9, "WeaklyKnown"),
+        (0.0, 1.0, "WeaklyKnown"),
         (0.0, 0.0, "Unknown"),
     ],
 )
@@ -32,16 +37,20 @@ def test_category_rejects_values_outside_unit_interval(bad):
 
 
 def _tables():
-    dev = pd.DataFrame({
-        "relation": ["P1"] * 6,
-        "question": [f"Where is D{i}?" for i in range(6)],
-        "answer": [f"d{i}" for i in range(6)],
-    })
-    table = pd.DataFrame({
-        "relation": ["P1"] * 4,
-        "question": ["Where is HK?", "Where is MK?", "Where is WK?", "Where is UNK?"],
-        "answer": ["hk", "mk", "wk", "unk"],
-    })
+    dev = pd.DataFrame(
+        {
+            "relation": ["P1"] * 6,
+            "question": [f"Where is D{i}?" for i in range(6)],
+            "answer": [f"d{i}" for i in range(6)],
+        }
+    )
+    table = pd.DataFrame(
+        {
+            "relation": ["P1"] * 4,
+            "question": ["Where is HK?", "Where is MK?", "Where is WK?", "Where is UNK?"],
+            "answer": ["hk", "mk", "wk", "unk"],
+        }
+    )
     return table, dev
 
 
@@ -67,7 +76,9 @@ class Scripted:
             q = self._question(p)
             k = self.calls[q] = self.calls.get(q, 0) + 1
             if self.empty:
-                greedy.append(""); samples.append([""] * n_samples); continue
+                greedy.append("")
+                samples.append([""] * n_samples)
+                continue
             right = {"Where is HK?": "The HK.", "Where is MK?": "mk", "Where is WK?": "wk", "Where is UNK?": "unk"}[q]
             g = right if q == "Where is HK?" or (q == "Where is MK?" and k <= 3) else "wrong"
             s = ["wrong"] * n_samples
@@ -105,7 +116,7 @@ def test_exact_estimator_uses_probability_of_any_correct_sample():
     out = slick.categorize(None, None, table, dev, cfg, backend=Scripted())
     assert out["category"].tolist() == ["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
     # WK: 1 - (1 - 0.01)^(16 * 10) = 0.80 >= 0.5
-    assert out.loc[2, "p_any"] == pytest.approx(1 - 0.99 ** 160)
+    assert out.loc[2, "p_any"] == pytest.approx(1 - 0.99**160)
     assert out.loc[3, "p_any"] == 0.0
 
 

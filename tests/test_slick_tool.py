@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from newknowledge import entityquestions as eq
-from newknowledge import lm, pipeline, qa_data, slick, slick_tool
-from newknowledge.qa_data import DataError
+from newknowledge.cli import qa_data, slick_tool
+from newknowledge.cli.qa_data import DataError
+from newknowledge.data import entityquestions as eq
+from newknowledge.knowledge import slick
+from newknowledge.model import lm
 
 # Tiny SliCK settings (the tests' world has 6 dev questions per relation: k_shot 4 needs 5).
 SLICK = {"n_ex": 2, "n_samples": 3, "slick_batch": 16, "max_new_tokens": 8}
@@ -40,7 +42,9 @@ def qa(tiny_world):
     questions = facts[(facts.split == "train") & facts.relation.isin(rels)].groupby("relation").head(4)
     questions = questions.reset_index(drop=True)
     dev = facts[facts.split == "dev"].reset_index(drop=True)
-    user = questions[["relation", "question", "answer"]].rename(columns=COLUMNS).assign(row_id=np.arange(len(questions)))
+    user = (
+        questions[["relation", "question", "answer"]].rename(columns=COLUMNS).assign(row_id=np.arange(len(questions)))
+    )
     return questions, dev, user, dev[["relation", "question", "answer"]].rename(columns=COLUMNS)
 
 
@@ -55,8 +59,16 @@ def _save(df: pd.DataFrame, path):
 
 
 def _run(data, model, tmp_path, out="out.parquet", **kw):
-    opts = {"question": "q_text", "answer": "gold", "group": "task", "device": "cpu", "progress": False,
-            "verbose": False, **SLICK, **kw}
+    opts = {
+        "question": "q_text",
+        "answer": "gold",
+        "group": "task",
+        "device": "cpu",
+        "progress": False,
+        "verbose": False,
+        **SLICK,
+        **kw,
+    }
     return slick_tool.categorize_dataset(data, model, output=tmp_path / out if out else None, **opts)
 
 
@@ -103,11 +115,19 @@ def test_exact_categories_do_not_depend_on_the_chunk_size(qa, tiny_model, tmp_pa
 
 def test_entityquestions_folder_is_the_books_table(tiny_world, tiny_model, tiny_model_path, tmp_path):
     folder = tiny_world[0]
-    res = slick_tool.categorize_dataset(folder, str(tiny_model_path), output=tmp_path / "eq.parquet", limit=10,
-                                        device="cpu", progress=False, verbose=False, **SLICK)
+    res = slick_tool.categorize_dataset(
+        folder,
+        str(tiny_model_path),
+        output=tmp_path / "eq.parquet",
+        limit=10,
+        device="cpu",
+        progress=False,
+        verbose=False,
+        **SLICK,
+    )
     raw = eq.load(folder)
     train = eq.preprocess(raw, verbose=False).query("split == 'train'").head(10)
-    book = _book(tiny_model, train, pipeline.exemplar_pool(raw))
+    book = _book(tiny_model, train, eq.exemplar_pool(raw))
     assert res.table["question"].tolist() == train["question"].tolist()
     assert res.table["category"].tolist() == book["category"].tolist()
 
@@ -115,8 +135,9 @@ def test_entityquestions_folder_is_the_books_table(tiny_world, tiny_model, tiny_
 def test_hugging_face_datasets_folder_and_object(qa, tiny_model, tmp_path):
     datasets = pytest.importorskip("datasets")
     questions, dev, user, user_dev = qa
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_pandas(user),
-                               "validation": datasets.Dataset.from_pandas(user_dev)})
+    dd = datasets.DatasetDict(
+        {"train": datasets.Dataset.from_pandas(user), "validation": datasets.Dataset.from_pandas(user_dev)}
+    )
     dd.save_to_disk(str(tmp_path / "hf"))
     book = _book(tiny_model, questions, dev)["category"].tolist()
     res = _run(tmp_path / "hf", tiny_model, tmp_path, exemplar_split="validation")
@@ -153,13 +174,16 @@ class Scripted:
     def score(self, model, tok, prompts, golds, **kw):
         out = [self._q(p) for p in prompts]
         greedy = [q.startswith("hk") or (q.startswith("mk") and k == 1) for q, k in out]
-        return lm.Scores(np.array(greedy), np.array([0.2 if q.startswith("wk") else 0.0 for q, _ in out]),
-                         np.zeros(len(out)))
+        return lm.Scores(
+            np.array(greedy), np.array([0.2 if q.startswith("wk") else 0.0 for q, _ in out]), np.zeros(len(out))
+        )
 
 
 def _scripted_data():
     kinds = ["hk", "mk", "wk", "unk"]
-    rows = [{"task": t, "q_text": f"Is it {k}{t}?", "gold": "yes", "note": f"{k}-{t}"} for t in ("a", "b") for k in kinds]
+    rows = [
+        {"task": t, "q_text": f"Is it {k}{t}?", "gold": "yes", "note": f"{k}-{t}"} for t in ("a", "b") for k in kinds
+    ]
     dev = [{"task": t, "q_text": f"Dev {i} {t}?", "gold": "yes"} for t in ("a", "b") for i in range(5)]
     return pd.DataFrame(rows), pd.DataFrame(dev)
 
@@ -187,8 +211,9 @@ def test_scripted_model_gives_each_category_and_the_finetuning_files(estimator, 
 def test_relabelling_keeps_answers_written_as_lists_of_one(tmp_path):
     data, dev = _scripted_data()
     data = data.assign(gold=[[g] for g in data["gold"]])
-    res = _run(data, (None, None), tmp_path, out="lists.jsonl", exemplars=dev, backend=Scripted(), relabel_idk=True,
-               n_ex=4)
+    res = _run(
+        data, (None, None), tmp_path, out="lists.jsonl", exemplars=dev, backend=Scripted(), relabel_idk=True, n_ex=4
+    )
     ft = pd.read_json(tmp_path / "lists.finetune.jsonl", lines=True)
     assert ft["gold"].tolist() == [["I don't know"] if c == "Unknown" else ["yes"] for c in res.table["category"]]
     assert (res.table["category"] == "Unknown").sum() == 2
@@ -233,7 +258,9 @@ def test_an_interrupted_run_resumes_to_identical_output(estimator, qa, tiny_mode
     resumed = Counting()
     _run(data, str(tiny_model_path), tmp_path, out="cut.parquet", backend=resumed, **kw)
     assert resumed.calls == 2  # only the two unfinished chunks ran
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cut.parquet"), pd.read_parquet(tmp_path / "whole.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "cut.parquet"), pd.read_parquet(tmp_path / "whole.parquet")
+    )
     assert not (tmp_path / "cut.parquet.parts").exists()
 
 
@@ -262,9 +289,25 @@ def test_each_bad_input_gives_one_clear_line_and_writes_nothing(qa, tiny_model_p
     _, _, user, user_dev = qa
     for case, data, dev, message in _bad_inputs(tmp_path, user, user_dev):
         before = set(tmp_path.iterdir())
-        rc = slick_tool.main([str(data), "--model", str(tiny_model_path), "--exemplars", str(dev),
-                              "--output", str(tmp_path / "out.parquet"), "--question-column", "q_text",
-                              "--answer-column", "gold", "--group-column", "task", "--device", "cpu"])
+        rc = slick_tool.main(
+            [
+                str(data),
+                "--model",
+                str(tiny_model_path),
+                "--exemplars",
+                str(dev),
+                "--output",
+                str(tmp_path / "out.parquet"),
+                "--question-column",
+                "q_text",
+                "--answer-column",
+                "gold",
+                "--group-column",
+                "task",
+                "--device",
+                "cpu",
+            ]
+        )
         err = capsys.readouterr().err
         assert rc == 2, case
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (case, err)
@@ -286,10 +329,27 @@ def test_a_folder_that_is_no_model_is_a_clear_error(qa, tmp_path):
 def test_command_end_to_end(qa, tiny_model_path, tmp_path, capsys):
     _, _, user, user_dev = qa
     data, dev = _save(user, tmp_path / "train.csv"), _save(user_dev, tmp_path / "dev.csv")
-    argv = [str(data), "--model", str(tiny_model_path), "--exemplars", str(dev), "--output",
-            str(tmp_path / "out.parquet"), "--question-column", "q_text", "--answer-column", "gold",
-            "--group-column", "task", "--filter", "unknown", "--device", "cpu", "--no-progress",
-            *[f"--{k.replace('_', '-')}={v}" for k, v in SLICK.items()]]
+    argv = [
+        str(data),
+        "--model",
+        str(tiny_model_path),
+        "--exemplars",
+        str(dev),
+        "--output",
+        str(tmp_path / "out.parquet"),
+        "--question-column",
+        "q_text",
+        "--answer-column",
+        "gold",
+        "--group-column",
+        "task",
+        "--filter",
+        "unknown",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *[f"--{k.replace('_', '-')}={v}" for k, v in SLICK.items()],
+    ]
     assert slick_tool.main(argv) == 0
     out = capsys.readouterr().out
     assert "SliCK categories of 12 questions" in out and "(all)" in out
@@ -302,11 +362,18 @@ def test_command_end_to_end(qa, tiny_model_path, tmp_path, capsys):
 def test_template_option_writes_every_prompt_line(monkeypatch):
     seen = []
     monkeypatch.setattr(slick_tool, "categorize_dataset", lambda *a, **kw: seen.append(kw["template"]))
-    assert slick_tool.main(["d.jsonl", "--model", "m", "--output", "o.parquet", "--template", "Question: {q}\\nAnswer:"]) == 0
+    assert (
+        slick_tool.main(["d.jsonl", "--model", "m", "--output", "o.parquet", "--template", "Question: {q}\\nAnswer:"])
+        == 0
+    )
     assert seen == ["Question: {q}\nAnswer:"]
     data, dev = _scripted_data()
-    pr = slick.prompts(qa_data.qa_table(data, "q_text", "gold", "task", "d"), qa_data.qa_table(dev, "q_text", "gold",
-                       "task", "d"), slick_tool.slick_config(n_ex=1), template="Question: {q}\nAnswer:")
+    pr = slick.prompts(
+        qa_data.qa_table(data, "q_text", "gold", "task", "d"),
+        qa_data.qa_table(dev, "q_text", "gold", "task", "d"),
+        slick_tool.slick_config(n_ex=1),
+        template="Question: {q}\nAnswer:",
+    )
     assert pr["prompt"][0].endswith("\nQuestion: Is it hka?\nAnswer:") and "Answer: yes\nQuestion:" in pr["prompt"][0]
 
 
@@ -325,10 +392,10 @@ def test_help_documents_every_option():
 def test_python_dash_m_and_the_console_script_run_the_command(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["newknowledge-slick", "--help"])
     with pytest.warns(RuntimeWarning, match="found in sys.modules"), pytest.raises(SystemExit) as done:
-        runpy.run_module("newknowledge.slick", run_name="__main__")  # python -m newknowledge.slick --help
+        runpy.run_module("newknowledge.cli.slick_tool", run_name="__main__")  # python -m newknowledge.cli.slick_tool
     assert done.value.code == 0 and "--relabel-idk" in capsys.readouterr().out
     scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
-    assert scripts["newknowledge-slick"] == "newknowledge.slick_tool:main"
+    assert scripts["newknowledge-slick"] == "newknowledge.cli.slick_tool:main"
 
 
 def test_read_errors_name_the_file(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of newknowledge.stats on tiny inputs with answers known by hand or by construction."""
+"""Tests of newknowledge.evaluation.stats on tiny inputs with answers known by hand or by construction."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from newknowledge import page, significance, stats
+from newknowledge.book import page
+from newknowledge.evaluation import significance, stats
 
 T_975_DF2 = 4.302652729911275  # Student-t 97.5% quantile, 2 degrees of freedom
 Z_975 = 1.959963984540054  # standard normal 97.5% quantile
@@ -104,8 +105,16 @@ def test_chunked_ttest_best_identical_and_worse_models():
     best = np.ones(200, dtype=int)
     worse = (rng.random(200) < 0.5).astype(int)
     out = significance.chunked_paired_ttest(_long({"worse": worse, "best": best, "twin": best}))
-    assert list(out.columns) == ["model", "accuracy", "n_examples", "n_chunks", "is_best",
-                                 "p_value", "significant_05", "significant_01"]
+    assert list(out.columns) == [
+        "model",
+        "accuracy",
+        "n_examples",
+        "n_chunks",
+        "is_best",
+        "p_value",
+        "significant_05",
+        "significant_01",
+    ]
     out = out.set_index("model")
     assert list(out.index) == ["worse", "best", "twin"]
     assert out["n_chunks"].eq(100).all() and out["n_examples"].eq(200).all()
@@ -167,12 +176,14 @@ def test_significance_table_per_subset():
 
 
 def test_table2_cells_bold_and_markers_as_html():
-    sig = pd.DataFrame({
-        "subset": ["All"] * 4 + ["Unknown"] * 3,
-        "model": ["D_HK", "D_MK", "D_WK", "D_Unk", "D_MK", "D_HK", "D_WK"],
-        "accuracy": [0.405, 0.436, 0.392, 0.375, 0.010, 0.006, 0.004],
-        "p_value": [0.03, np.nan, 0.2, 0.001, 0.0499, np.nan, 0.05],
-    })
+    sig = pd.DataFrame(
+        {
+            "subset": ["All"] * 4 + ["Unknown"] * 3,
+            "model": ["D_HK", "D_MK", "D_WK", "D_Unk", "D_MK", "D_HK", "D_WK"],
+            "accuracy": [0.405, 0.436, 0.392, 0.375, 0.010, 0.006, 0.004],
+            "p_value": [0.03, np.nan, 0.2, 0.001, 0.0499, np.nan, 0.05],
+        }
+    )
     assert page.marked(0.436, np.nan) == "<strong>43.6</strong>"  # best
     assert page.marked(0.392, 0.2) == "<strong>39.2</strong>"  # not significantly worse
     assert page.marked(0.405, 0.03) == "40.5<sup>†</sup>"  # p < 0.05

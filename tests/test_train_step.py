@@ -6,9 +6,10 @@ import copy
 import dataclasses
 
 import torch
-
-from newknowledge import config, finetune, train_step
 from conftest import tiny_finetune_data
+
+from newknowledge.core import config
+from newknowledge.model import train_step
 
 
 def _setup(tiny_model, tiny_world, **over):

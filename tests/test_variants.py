@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from newknowledge.variants import (
+from newknowledge.finetuning.variants import (
     CATEGORIES,
     KNOWN,
     VariantError,
@@ -39,9 +39,7 @@ def make_table(counts: dict[str, tuple[int, int, int, int]]) -> pd.DataFrame:
 
 
 # Per-relation minima 4, 8, 8, 0 (P4 has no WeaklyKnown) -> |D| = 20.
-TABLE = make_table(
-    {"P1": (6, 5, 4, 10), "P2": (8, 8, 8, 12), "P3": (10, 9, 8, 20), "P4": (3, 3, 0, 5)}
-)
+TABLE = make_table({"P1": (6, 5, 4, 10), "P2": (8, 8, 8, 12), "P3": (10, 9, 8, 20), "P4": (3, 3, 0, 5)})
 QUOTAS = {"P1": 4, "P2": 8, "P3": 8, "P4": 0}
 
 
@@ -189,11 +187,14 @@ def test_natural_keeps_quotas_and_mixes_categories():
 # --- determinism ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("fn", [
-    lambda seed: unknown_mix(TABLE, 50, seed=seed),
-    lambda seed: single_category(TABLE, "Unknown", seed=seed),
-    lambda seed: natural(TABLE, seed=seed),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda seed: unknown_mix(TABLE, 50, seed=seed),
+        lambda seed: single_category(TABLE, "Unknown", seed=seed),
+        lambda seed: natural(TABLE, seed=seed),
+    ],
+)
 def test_same_seed_same_rows_other_seed_other_rows(fn):
     assert list(fn(0)["question"]) == list(fn(0)["question"])
     assert list(fn(0)["question"]) != list(fn(1)["question"])
@@ -241,8 +242,13 @@ def test_build_dispatch():
     assert set(hk["category"]) == {"HighlyKnown"}
     nat = build(TABLE, "natural", seed=4)
     assert list(nat["question"]) == list(natural(TABLE, seed=4)["question"])
-    for spec, frame in [("unknown_50", unk), ("known_50", known), ("idk_50", idk),
-                        ("HighlyKnown", hk), ("natural", nat)]:
+    for spec, frame in [
+        ("unknown_50", unk),
+        ("known_50", known),
+        ("idk_50", idk),
+        ("HighlyKnown", hk),
+        ("natural", nat),
+    ]:
         assert set(frame["variant"]) == {spec}
         assert list(frame.index) == list(range(len(frame)))
 
@@ -281,7 +287,7 @@ def test_summary_counts():
 def test_the_aliased_variants_are_one_data_set_by_definition():
     """pipeline.SAME_DATA lets chapter 5's D_Unknown read the run of D with 100% Unknown: both are each
     relation's quota drawn from its Unknown examples (same size, relation mix and category)."""
-    from newknowledge.variants import SAME_DATA
+    from newknowledge.finetuning.variants import SAME_DATA
 
     for name, run in SAME_DATA.items():
         for seed in (3, 4):

@@ -15,12 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_finetune_data
 from scipy import stats as sps
 
-from newknowledge import analysis, config, finetune, pretrain, prompts, runs, train_step, world
-from newknowledge.config import FinetuneConfig
-
-from conftest import tiny_finetune_data
+from newknowledge.core import config, prompts
+from newknowledge.core.config import FinetuneConfig
+from newknowledge.data import world
+from newknowledge.evaluation import analysis
+from newknowledge.finetuning import finetune, run_store
+from newknowledge.model import pretrain, train_step
 
 SIZES = {"n_train": 300, "n_dev": 300, "n_test": 100, "n_ood_test": 10}
 
@@ -80,14 +83,14 @@ def test_qa_templates_out_of_range_is_rejected():
 
 def test_paper_format_prompt_and_answer(tiny_model):
     _, tok = tiny_model
-    (ids, labels), = train_step.encode_examples(tok, ["Where was Foo born?"], ["Zed Town"], "paper")
+    ((ids, labels),) = train_step.encode_examples(tok, ["Where was Foo born?"], ["Zed Town"], "paper")
     n = sum(1 for x in labels if x == -100)
     assert tok.decode(ids[:n]) == "Answer the following question. Where was Foo born?"
     assert tok.decode(ids[n:]) == " Zed Town\n"
 
 
 def test_set_dropout_reaches_every_dropout_layer(tiny_model_path):
-    from newknowledge import lm
+    from newknowledge.model import lm
 
     model, _ = lm.load(str(tiny_model_path), device="cpu")
     n = finetune.set_dropout(model, 0.05)
@@ -97,21 +100,29 @@ def test_set_dropout_reaches_every_dropout_layer(tiny_model_path):
 def test_dropout_run_resumes_to_identical_records(tiny_model_path, tiny_world, tmp_path, monkeypatch):
     train, ev = tiny_finetune_data(tiny_world)
     cfg = FinetuneConfig(ft_epochs=3, ft_batch=4, ft_lr=1e-3, ft_eval_batch=32, ft_dropout=0.3, ft_format="paper")
-    spec = runs.RunSpec(str(tiny_model_path), "unknown_50", 2, cfg)
+    spec = run_store.RunSpec(str(tiny_model_path), "unknown_50", 2, cfg)
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "a"))
-    full = runs.load_records([finetune.train_run(spec, train, ev)])
+    full = run_store.load_records([finetune.train_run(spec, train, ev)])
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "b"))
     finetune.train_run(spec, train, ev, stop_after=2)
-    resumed = runs.load_records([finetune.train_run(spec, train, ev)])
+    resumed = run_store.load_records([finetune.train_run(spec, train, ev)])
     pd.testing.assert_frame_equal(full, resumed)
 
 
 def _table():
-    rows = [("train", "P1", a, c, e) for a, c, e in
-            [("x", "HighlyKnown", 5), ("x", "MaybeKnown", 0), ("y", "Unknown", 0), ("x", "Unknown", 1)]]
-    rows += [("test", "P1", a, c, e) for a, c, e in [("x", "WeaklyKnown", 0), ("y", "HighlyKnown", 3),
-                                                       ("z", "Unknown", 0), ("y", "MaybeKnown", 2)]]
-    rows += [("train", "P2", "u", "HighlyKnown", 2), ("test", "P2", "u", "Unknown", 0), ("ood_test", "P9", "u", "Unknown", 0)]
+    rows = [
+        ("train", "P1", a, c, e)
+        for a, c, e in [("x", "HighlyKnown", 5), ("x", "MaybeKnown", 0), ("y", "Unknown", 0), ("x", "Unknown", 1)]
+    ]
+    rows += [
+        ("test", "P1", a, c, e)
+        for a, c, e in [("x", "WeaklyKnown", 0), ("y", "HighlyKnown", 3), ("z", "Unknown", 0), ("y", "MaybeKnown", 2)]
+    ]
+    rows += [
+        ("train", "P2", "u", "HighlyKnown", 2),
+        ("test", "P2", "u", "Unknown", 0),
+        ("ood_test", "P9", "u", "Unknown", 0),
+    ]
     return pd.DataFrame(rows, columns=["split", "relation", "answer", "category", "exposures"])
 
 
@@ -161,17 +172,28 @@ def _screen_records(paper_hk: list[float], qa_hk: list[float]) -> pd.DataFrame:
 
 
 def test_world_v3_screening_keeps_a_candidate_that_learns_the_format_without_erosion():
-    row = _world_design().screen_row(_screen_records([0, .5, .7, .9, .9, .8, .8, .8, .8, .8, .8],
-                                                  [1, 1, .9, .9, .9, .9, .9, .9, .9, .9, .9]), 10)
+    row = _world_design().screen_row(
+        _screen_records(
+            [0, 0.5, 0.7, 0.9, 0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8], [1, 1, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
+        ),
+        10,
+    )
     assert row["hk_dev_best"] == 0.9 and row["hk_dev_best_epoch"] == 3 and row["qa_keep"] == 0.9
     assert row["survives"] and row["train_last"] == 1.0
 
 
-@pytest.mark.parametrize("paper, qa, failed", [
-    ([0, .5, .6, .8, .8, .8, .8, .8, .8, .8, .8], [1] * 11, "pass_s1"),  # format never reaches 85%
-    ([0] + [.9] * 10, [1, 1, .9, .9, .9, .9, .9, .9, .9, .8, .8], "pass_s2"),  # qa run eroded to 80% of epoch 0
-    ([.9] + [.6] * 10, [1] * 11, "pass_s1"),  # epoch 0 does not count: the format must be learned
-])
+@pytest.mark.parametrize(
+    "paper, qa, failed",
+    [
+        ([0, 0.5, 0.6, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8], [1] * 11, "pass_s1"),  # format never reaches 85%
+        (
+            [0] + [0.9] * 10,
+            [1, 1, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.8, 0.8],
+            "pass_s2",
+        ),  # qa run eroded to 80% of epoch 0
+        ([0.9] + [0.6] * 10, [1] * 11, "pass_s1"),  # epoch 0 does not count: the format must be learned
+    ],
+)
 def test_world_v3_screening_drops_a_candidate_that_fails_either_criterion(paper, qa, failed):
     row = _world_design().screen_row(_screen_records(paper, qa), 10)
     assert not row[failed] and not row["survives"]

@@ -57,8 +57,11 @@ def problems(book: Path, notebooks: Path) -> list[str]:
             source = notebooks / f"{Path(page).name}.ipynb"
             if page == "findings":
                 source = next(iter(sorted(notebooks.glob("*_findings.ipynb"))), source)
-            fix = (f"execute it: make notebooks NOTEBOOKS={source.relative_to(notebooks.parent)}"
-                   if source.is_file() else f"write book/{page}.md or drop it from book/_toc.yml")
+            fix = (
+                f"execute it: make notebooks NOTEBOOKS={source.relative_to(notebooks.parent)}"
+                if source.is_file()
+                else f"write book/{page}.md or drop it from book/_toc.yml"
+            )
             out.append(f"book/_toc.yml lists {page}, but book/{page}.ipynb does not exist; {fix}")
     for nb in sorted(notebooks.glob("*.ipynb")):
         if page_for(nb) not in listed:
@@ -66,8 +69,9 @@ def problems(book: Path, notebooks: Path) -> list[str]:
     for executed in sorted((book / "chapters").glob("*.ipynb")):
         page = f"chapters/{executed.stem}"
         if page not in listed:
-            out.append(f"book/{page}.ipynb is not in book/_toc.yml, so the book would leave it out; "
-                       f"add '- file: {page}'")
+            out.append(
+                f"book/{page}.ipynb is not in book/_toc.yml, so the book would leave it out; add '- file: {page}'"
+            )
     return out
 
 

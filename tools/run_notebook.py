@@ -78,16 +78,24 @@ def main(argv: list[str] | None = None) -> int:
         params = parameters(args)
         start = time.time()
         papermill.execute_notebook(
-            str(args.notebook), str(args.output), parameters=params, kernel_name=args.kernel,
-            progress_bar=False, log_output=False,
+            str(args.notebook),
+            str(args.output),
+            parameters=params,
+            kernel_name=args.kernel,
+            progress_bar=False,
+            log_output=False,
             # The kernel's INFO/WARNING log (e.g. about its local TCP transport) is not for this reader.
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except PapermillExecutionError as err:
         print("".join(ANSI.sub("", line) + "\n" for line in err.traceback), file=sys.stderr, end="")
         where = f"{name}, cell [{err.exec_count}]" if err.exec_count else name
-        print(f"error: {where}: {err.ename}: {one_line(err.evalue)} "
-              f"(the executed copy with its outputs: {args.output.as_posix()})", file=sys.stderr, flush=True)
+        print(
+            f"error: {where}: {err.ename}: {one_line(err.evalue)} "
+            f"(the executed copy with its outputs: {args.output.as_posix()})",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     except Exception as err:  # before or around the execution: a missing file, a bad profile, a dead kernel
         print(f"error: {name}: {type(err).__name__}: {one_line(err)}", file=sys.stderr, flush=True)

@@ -4,7 +4,7 @@
     python tools/sync_notebooks.py --check  # exit 1 if any notebook has drifted
 
 The cell lists every parameter with its type, the quick profile's value and the
-comment from ``newknowledge.config``, so ``papermill --help-notebook`` documents
+comment from ``newknowledge.core.config``, so ``papermill --help-notebook`` documents
 them all.  Outputs are cleared: source notebooks are committed without outputs.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 
-from newknowledge.config import parameters_cell
+from newknowledge.core.config import parameters_cell
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -17,14 +17,23 @@ import re
 import sys
 from pathlib import Path
 
-from newknowledge import store
+from newknowledge.core import store
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 BENCH = ROOT / "benchmarks" / "results"
 # The Performance section's tables, in the order the README explains them.
-BENCH_ORDER = ("bench_book", "bench_slick", "bench_slick_tool", "bench_train", "bench_eval", "bench_grouped",
-               "bench_grouped_epoch", "bf16", "bench_pretrain_length")
+BENCH_ORDER = (
+    "bench_book",
+    "bench_slick",
+    "bench_slick_tool",
+    "bench_train",
+    "bench_eval",
+    "bench_grouped",
+    "bench_grouped_epoch",
+    "bf16",
+    "bench_pretrain_length",
+)
 
 
 def findings_markers(profile: str) -> tuple[str, str]:
@@ -51,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     summary = store.artifacts_root() / "findings" / f"{args.profile}.md"
     if not summary.exists():
-        print(f"error: {summary} does not exist; build the book first (make book PROFILE={args.profile})",
-              file=sys.stderr)
+        print(
+            f"error: {summary} does not exist; build the book first (make book PROFILE={args.profile})", file=sys.stderr
+        )
         return 2
     text = args.readme.read_text()
     start, end = findings_markers(args.profile)

@@ -1,0 +1,2 @@
+"""Shared by every stage: the stage configurations and profiles, every text format, the artifact store,
+progress bars, the table check and exact match."""

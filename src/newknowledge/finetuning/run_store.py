@@ -1,0 +1,167 @@
+"""The run store of fine-tuning (paper Sec. 4): one folder per run, its records and checkpoint.
+
+A run is a folder keyed by the hash of everything that determines it (model,
+data, variant, seed, config).  It holds ``config.json`` from the start, one
+``epoch_XXX.parquet`` per finished epoch (tidy records: a row per train
+example, *fitted* or not, and per dev / test / OOD-test question, answered
+correctly or not), ``checkpoint.pt`` (weights and optimizer after the last
+finished epoch) and ``done.json`` at the end.  Both training paths write here:
+one run at a time (:mod:`newknowledge.finetuning.finetune`) and runs trained
+together (:mod:`newknowledge.finetuning.grouped`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from newknowledge.core import store
+from newknowledge.core.config import FinetuneConfig, config_hash
+
+
+def records(train: pd.DataFrame, evals: pd.DataFrame, epoch: int, fitted, correct, idk=None) -> pd.DataFrame:
+    """One epoch's tidy records from the flags: a row per train example and per evaluation question.
+
+    Args:
+        fitted: bools of shape (len(train),); correct: shape (len(evals),);
+            idk: shape (len(evals),), D_IDK runs only (an ``idk`` column).
+    """
+    rows = [
+        pd.DataFrame(
+            {
+                "epoch": epoch,
+                "split": "train",
+                "example": np.arange(len(train)),
+                "category": train["category"].to_numpy(),
+                "correct": fitted,
+            }
+        )
+    ]
+    ev = pd.DataFrame(
+        {
+            "epoch": epoch,
+            "split": evals["split"].to_numpy(),
+            "example": evals["example"].to_numpy(),
+            "category": evals["category"].to_numpy(),
+        }
+    )
+    ev["correct"] = correct
+    if idk is not None:
+        ev["idk"] = idk
+    rows.append(ev)
+    return pd.concat(rows, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fine-tuning run: which data, which seed, where the model is."""
+
+    model_path: str
+    variant: str  # e.g. "unknown_50", "MaybeKnown", "idk_50"
+    seed: int
+    cfg: FinetuneConfig
+    device: str = "cpu"
+    dtype: str = "auto"  # bf16 on CUDA: with full fine-tuning prefer "float32" or LoRA (adapters stay fp32)
+
+
+# Bumped when what a run records changes (2: D_IDK abstentions read from generated answers).
+RECORDS_VERSION = 2
+
+# Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
+# Without dropout grouped training (grouped.py) writes the same records, up to float rounding.
+_NOT_IN_KEY = (
+    "pct_unknown",
+    "dataset_size",
+    "section4_size",
+    "min_dataset_size",
+    "alt_format",
+    "workers",
+    "executor",
+    "ft_eval_batch",
+    "ft_grouped",
+    "ft_group_size",
+)
+
+
+def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, in_group: bool = False) -> Path:
+    """The run's folder, keyed by the hash of everything that determines its records.
+
+    Args:
+        in_group: the run trains grouped (:mod:`newknowledge.finetuning.grouped`).  Without
+            dropout both paths share a folder (and resume each other's runs);
+            with dropout they draw different masks, so a grouped run gets its own.
+    """
+    data = pd.util.hash_pandas_object(train[["question", "answer"]]).sum().item()
+    data_ev = pd.util.hash_pandas_object(evals[["question", "answer", "split"]]).sum().item()
+    cfg = {k: v for k, v in dataclasses.asdict(spec.cfg).items() if k not in _NOT_IN_KEY}
+    key = {
+        "stage": "finetune",
+        "model": spec.model_path,
+        "variant": spec.variant,
+        "seed": spec.seed,
+        "cfg": cfg,
+        "train": data,
+        "evals": data_ev,
+        "records": RECORDS_VERSION,
+    }
+    if in_group and spec.cfg.ft_dropout > 0:
+        key["dropout_masks"] = "grouped"
+    return store.artifacts_root() / "finetune" / config_hash(key)
+
+
+def begin(spec: RunSpec, path: Path) -> None:
+    """Create the run folder with the config it is made with."""
+    path.mkdir(parents=True, exist_ok=True)
+    store.write_json(
+        path / "config.json",
+        {"model": spec.model_path, "variant": spec.variant, "seed": spec.seed, **dataclasses.asdict(spec.cfg)},
+    )
+
+
+def resume_point(path: Path) -> tuple[int, dict | None]:
+    """Where an unfinished run continues: ``(first epoch to compute, checkpoint or None)``.
+
+    The epoch after the checkpoint's; without one, 1 if epoch 0 (the base
+    model) is recorded, else 0.  Later records a kill left are recomputed.
+    """
+    if (path / "checkpoint.pt").exists():
+        state = torch.load(path / "checkpoint.pt", weights_only=True)
+        return state["epoch"] + 1, state
+    return (1 if (path / "epoch_000.parquet").exists() else 0), None
+
+
+def save_epoch(path: Path, epoch: int, recs: pd.DataFrame, state: dict | None = None) -> None:
+    """Write an epoch's records, then the checkpoint after it (``model`` and ``opt`` states), each atomically.
+
+    In this order a kill between the two leaves the records of an epoch the
+    resume recomputes, never a checkpoint past missing records.
+    """
+    tmp = path / f"epoch_{epoch:03d}.tmp"
+    recs.to_parquet(tmp)
+    os.replace(tmp, path / f"epoch_{epoch:03d}.parquet")
+    if state is not None:
+        torch.save({**state, "epoch": epoch}, path / "checkpoint.tmp")
+        os.replace(path / "checkpoint.tmp", path / "checkpoint.pt")
+
+
+def finish(path: Path, cfg: FinetuneConfig) -> None:
+    """Mark the run done; the records are the result, so the weights are not kept."""
+    store.write_json(path / "done.json", {"epochs": cfg.ft_epochs})
+    (path / "checkpoint.pt").unlink(missing_ok=True)
+
+
+def load_records(paths: list[Path]) -> pd.DataFrame:
+    """All epoch records of the given runs, with ``variant`` and ``seed`` columns."""
+    frames = []
+    for path in paths:
+        meta = json.loads((Path(path) / "config.json").read_text())
+        for f in sorted(Path(path).glob("epoch_*.parquet")):
+            frames.append(pd.read_parquet(f).assign(variant=meta["variant"], seed=meta["seed"]))
+    return pd.concat(frames, ignore_index=True)
