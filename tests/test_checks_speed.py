@@ -92,3 +92,27 @@ def test_tradeoff_table_follows_the_middle_run_epoch_by_epoch():
     assert t["Unknown fitted"].is_monotonic_increasing
     # D_Known (known_50) keeps BASE; D falls to 40% below it at CONVERGENCE
     assert t["D - D_Known (test)"].iloc[-1] < 0 <= t["D - D_Known (test)"].loc[1] + 1e-9
+
+
+def _known_only_qa(hk_by_epoch: dict[int, list[float]]) -> pd.DataFrame:
+    """Hand-built records of Known-only runs in the pretraining format: per seed, the share of 20
+    HighlyKnown dev questions answered at each epoch (plus one MaybeKnown dev question, never counted)."""
+    rows = []
+    for seed, curve in hk_by_epoch.items():
+        for epoch, share in enumerate(curve):
+            for q in range(20):
+                rows.append(("unknown_0", seed, epoch, "dev", q, "HighlyKnown", q < round(20 * share)))
+            rows.append(("unknown_0", seed, epoch, "dev", 20, "MaybeKnown", epoch == 0))
+    return pd.DataFrame(rows, columns=["variant", "seed", "epoch", "split", "example", "category", "correct"])
+
+
+def test_no_erosion_holds_when_every_world_keeps_nine_tenths_and_fails_otherwise():
+    kept = speed.no_erosion(_known_only_qa({0: [1.0, 0.9, 0.95, 0.9], 1: [0.8, 0.8, 0.75, 0.75]}))
+    assert kept.holds and kept.kind == "setup"  # 90% and 94% of epoch 0 kept at the last epoch
+    eroded = speed.no_erosion(_known_only_qa({0: [1.0, 0.95, 0.9, 0.85], 1: [0.8, 0.8, 0.8, 0.8]}))
+    assert eroded.holds is False and "85.0" in eroded.ours  # world 0 keeps 85%
+
+
+def test_no_erosion_without_a_known_only_run_is_not_decidable():
+    c = speed.no_erosion(_known_only_qa({0: [1.0, 1.0]}).iloc[:0])
+    assert c.holds is None and "no Known-only run" in c.ours
