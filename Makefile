@@ -132,7 +132,7 @@ browser-test: setup  ## open every page of the built book in headless Chromium (
 	@test -f $(HTML_DIR)/index.html || { echo "error: $(HTML_DIR)/index.html missing; run make book (or make html) first." >&2; exit 2; }
 	$(BIN)/python -m pytest tests/test_browser.py -m book --book-html '$(HTML_DIR)' -rA
 
-readme: setup  ## copy the last build's findings summary (PROFILE) and the last `make bench` tables into README.md
+readme: setup  ## write the last build's verdicts as README.md's PROFILE column (and its figure), `make bench`'s tables into book/performance.md
 	$(BIN)/python tools/update_readme.py --profile $(PROFILE)
 
 clean:  ## remove the built HTML and the executed notebooks (keeps artifacts/)

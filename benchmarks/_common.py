@@ -92,11 +92,14 @@ def machine() -> str:
 
 def report(df: pd.DataFrame, name: str, title: str) -> Path:
     """Print ``df`` as a table and write it to ``benchmarks/results/<name>.csv``, and as Markdown
-    (title, machine, date, table) to ``<name>.md``, which ``make readme`` copies into the README."""
+    (title, machine, date, table) to ``<name>.md``, which ``make readme`` copies into the book's Performance
+    page (book/performance.md)."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.csv"
     df.to_csv(path, index=False)
-    table = df.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else df.to_string(index=False)
+    # A "|" in a column name (|D|) would split the Markdown header into more cells than its rows have.
+    shown = df.rename(columns=lambda c: str(c).replace("|", "\\|"))
+    table = shown.to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else df.to_string(index=False)
     print(f"\n## {title}\n({machine()})\n")
     print(table)
     print(f"\n-> {path.relative_to(RESULTS.parents[1])}")

@@ -13,8 +13,10 @@ downloaded). For each page:
   by MathJax, every same-origin link names a file of the build (and, with a
   fragment, an ``id`` in it);
 - no table shows a literal ``**`` (Markdown bold that was not rendered), and
-  no table is wider than its container without a horizontal scroll bar;
-- the findings page holds a table.
+  no table is wider than its container without a horizontal scroll bar right
+  under it (a bar below the cell's later tables is out of the reader's sight);
+- the findings page holds a table and shows no code (its cells' inputs are
+  tagged ``hide-input`` or ``remove-input``).
 
 Two ways in:
 
@@ -23,9 +25,10 @@ Two ways in:
   Screenshots of the findings page and one chapter go to
   ``book/_build/screenshots/``. Without ``--book-html`` that test is skipped, so
   ``make test`` needs no built book.
-- ``make test`` builds a tiny book with jupyter-book: a page that passes, and
+- ``make test`` builds a tiny book with jupyter-book: pages that pass, and
   one page per defect (a broken image, a console error, ``**`` in a table, an
-  overflowing table), and shows that the check fails on each, and only there.
+  overflowing table, two wide tables sharing one scroll bar, code on a findings
+  page), and shows that the check fails on each, and only there.
 
 Both skip, saying why, when Playwright or Chromium is missing.
 """
@@ -70,6 +73,7 @@ SCREENSHOT_CHAPTER = "chapters/02_unknown_harm.html"
 # then reports what the checks need.
 PROBE_JS = r"""
 async () => {
+  const BAR_GAP = 24;  // px between a table's bottom and its scroll bar, at most (padding, a margin)
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
     try { await MathJax.startup.promise; } catch (e) {}
   }
@@ -82,11 +86,14 @@ async () => {
   const tables = Array.from(document.querySelectorAll('table')).map((t, n) => {
     const caption = (t.caption ? t.caption.textContent : t.textContent).replace(/\s+/g, ' ').trim().slice(0, 60);
     const rect = t.getBoundingClientRect();
-    if (rect.width === 0 && rect.height === 0) return {n, caption, hidden: true};  // a folded cell
+    if ((rect.width === 0 && rect.height === 0) || t.closest('details:not([open])')) {
+      return {n, caption, hidden: true};  // a folded cell, or a closed dropdown
+    }
     // Walk up to the article. Where the table (or the box that scrolls it)
     // sticks out of an ancestor that clips it, or out of the article, that
-    // ancestor must scroll sideways and show its scroll bar; it is then the box
-    // that must fit further up.
+    // ancestor must scroll sideways and show its scroll bar, right under the
+    // table (not under the next tables of the same cell, out of sight); it is
+    // then the box that must fit further up.
     let box = t, problem = null;
     for (let el = t.parentElement; el; el = el.parentElement) {
       const s = getComputedStyle(el);
@@ -97,14 +104,27 @@ async () => {
           problem = `${Math.round(over)} px wider than its container, without a horizontal scroll bar`;
           break;
         }
+        const below = el.getBoundingClientRect().bottom - rect.bottom - bar;
+        if (below > BAR_GAP) {
+          problem = `${Math.round(over)} px wider than its container, whose scroll bar is ${Math.round(below)} px ` +
+                    `below the table, out of sight`;
+          break;
+        }
         box = el;
       }
       if (el === article) break;
     }
     return {n, caption, stars: t.textContent.includes('**'), problem};
   });
+  // Code a reader sees: cell inputs that are rendered (a removed input is not in the page; a folded
+  // one sits in a closed <details>, whose content Chromium lays out but does not show).
+  const code = Array.from(document.querySelectorAll('.cell_input')).filter(el => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 && !el.closest('details:not([open])') &&
+           (!el.checkVisibility || el.checkVisibility({visibilityProperty: true, opacityProperty: true}));
+  }).length;
   return {
-    title: document.title, images: imgs.map(i => ({src: i.currentSrc || i.src, complete: i.complete,
+    code, title: document.title, images: imgs.map(i => ({src: i.currentSrc || i.src, complete: i.complete,
                                                      width: i.naturalWidth})),
     links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
     tables, math: math.length, mathUnrendered: math.filter(m => !m.querySelector('mjx-container')).length,
@@ -242,6 +262,8 @@ class BookChecker:
                 failures.append(f"table {t['n'] + 1} is {t['problem']}: {t['caption']!r}")
         if Path(rel).stem == "findings" and not info["tables"]:
             failures.append("the findings page has no <table>")
+        if Path(rel).stem == "findings" and info["code"]:
+            failures.append(f"the findings page shows {info['code']} code cell(s): tag them hide-input or remove-input")
         if screenshot is not None:
             self.screenshot(screenshot)
         return failures
@@ -354,9 +376,8 @@ PAGES = {
     # A page that must pass: a formula, an image, links, a table, a wide notebook output (its scroll bar
     # comes from book.css).
     "intro.md": "# Tiny book\n\nInline $x^2 + 1$ and a block:\n\n$$\\int_0^1 x\\,dx = \\tfrac12$$\n\n"
-    "![a grey square](grey.png)\n\nSee [the wide output](wide_output.ipynb) and [the findings](findings.md)."
+    "![a grey square](grey.png)\n\nSee [the wide output](wide_output.ipynb) and [the findings](findings.ipynb)."
     "\n\n| share | accuracy |\n| ---: | ---: |\n| 0 | 53.1 |\n| 50 | 40.5 |\n",
-    "findings.md": "# Findings\n\n| claim | holds |\n| --- | --- |\n| Unknown examples are fitted slower | **yes** |\n",
     "broken_image.md": "# Broken image\n\n![missing](missing.png)\n",
     "console_error.md": "# Console error\n\n<script>console.error('deliberate error')</script>\n\nText.\n",
     "stars_table.md": "# Stars in a table\n\n| variant | ES |\n| --- | ---: |\n| D_Natural | \\*\\*53.1\\*\\* |\n",
@@ -367,6 +388,8 @@ DEFECTS = {  # page -> a failure the check must report for it
     "console_error.html": "console.error: deliberate error",
     "stars_table.html": "literal '**'",
     "overflow_table.html": "without a horizontal scroll bar",
+    "shared_scroll.html": "out of sight",
+    "code/findings.html": "the findings page shows 1 code cell",
 }
 
 
@@ -396,6 +419,38 @@ def _wide_output_notebook() -> nbformat.NotebookNode:
     return nb
 
 
+def _code_notebook(title: str, cells: list[tuple[str, list[str], str]]) -> nbformat.NotebookNode:
+    """An executed-looking notebook: a title, then ``(source, tags, html output)`` per code cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}")]
+    for k, (source, tags, html) in enumerate(cells, start=1):
+        out = nbformat.v4.new_output("execute_result", data={"text/html": html, "text/plain": "x"}, execution_count=k)
+        nb.cells.append(
+            nbformat.v4.new_code_cell(source, metadata={"tags": tags}, outputs=[out] if html else [], execution_count=k)
+        )
+    return nb
+
+
+FINDINGS_TABLE = (
+    "<div class='table-scroll'><table class='findings-table'><tr><th>claim</th><th>holds</th></tr>"
+    "<tr><td>Unknown examples are fitted slower</td><td><b>yes</b></td></tr></table></div>"
+)
+WIDE_TABLE = f"<table><tr>{WIDE_ROW}</tr></table>"
+NOTEBOOKS = {
+    # The findings page as the book builds it: inputs hidden (a toggle) or removed, outputs shown.
+    "findings.ipynb": _code_notebook(
+        "Findings",
+        [("setup = 1", ["hide-input"], ""), ("HTML(table)", ["remove-input"], FINDINGS_TABLE)],
+    ),
+    # Defects: a code cell shown on a findings page; two wide tables in one output, one scroll bar.
+    "code/findings.ipynb": _code_notebook(
+        "Findings with code", [("HTML(table)", [], FINDINGS_TABLE), ("setup = 1", ["hide-input"], "")]
+    ),
+    "shared_scroll.ipynb": _code_notebook("Shared scroll bar", [("HTML(two)", [], WIDE_TABLE + WIDE_TABLE)]),
+}
+
+
 @pytest.fixture(scope="module")
 def tiny_book(tmp_path_factory):
     jb = Path(sys.executable).with_name("jupyter-book")
@@ -408,7 +463,11 @@ def tiny_book(tmp_path_factory):
         (book / name).write_text(text)
     (book / "grey.png").write_bytes(_png())
     nbformat.write(_wide_output_notebook(), book / "wide_output.ipynb")
+    for name, nb in NOTEBOOKS.items():
+        (book / name).parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, book / name)
     files = [Path(n).stem for n in PAGES if n != "intro.md"] + ["wide_output"]
+    files += [str(Path(n).with_suffix("")) for n in NOTEBOOKS]
     (book / "_toc.yml").write_text(
         "format: jb-book\nroot: intro\nchapters:\n" + "".join(f"  - file: {f}\n" for f in files)
     )

@@ -164,10 +164,16 @@ def test_training_curves_and_early_stop_marker():
             for seed in (0, 1)
         ]
     )
-    _, ax = plots.training_curves(curves, early_stop=3)
+    fig, ax = plots.training_curves(curves, early_stop=3)
     lines = ax.get_lines()
     assert len(lines) == 4  # 3 series + the EARLY_STOP line
-    assert [t.get_text() for t in ax.texts] == ["EARLY_STOP"]
+    # EARLY_STOP is named in the legend, not above the axes where a caller's title would run into it
+    assert "EARLY_STOP" in [t.get_text() for t in ax.get_legend().get_texts()] and not ax.texts
+    ax.set_title("Figure 3.1: train accuracy (Known / Unknown examples) and dev/test accuracy, unknown_50")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = ax.title.get_window_extent(renderer)
+    assert not any(title.overlaps(t.get_window_extent(renderer)) for t in ax.get_legend().get_texts())
     assert to_rgba(lines[1].get_color()) == to_rgba(plots.GROUP_COLORS["Unknown"])
     assert lines[1].get_linestyle() == "-" and lines[2].get_linestyle() == "--"
     assert len(_bands(ax)) == 3

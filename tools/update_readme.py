@@ -1,18 +1,31 @@
-"""Write the last build's findings summary and the last benchmarks' tables into the README.
+"""Write the last builds' findings table and figure into the README, and the benchmarks' tables into the book.
 
     python tools/update_readme.py [--profile quick]
 
-The findings page (notebooks/08_findings.ipynb) saves the summary of its checks to
-``<artifacts>/findings/<profile>.md``; this script copies it into README.md (between that
-profile's ``findings`` markers, see :func:`findings_markers`), so the README's "what
-reproduces" section says what the last build of each profile's findings page says.  Every
-benchmark script (``make bench``) writes its table as ``benchmarks/results/<name>.md``; those present are copied between the ``bench``
-markers, in :data:`BENCH_ORDER`, so no number of the Performance section is typed by hand.
+- **Findings.** The findings page (notebooks/08_findings.ipynb) saves one record per build,
+  ``<artifacts>/findings/<profile>.json`` (``newknowledge.book.findings.save_record``: each row's
+  verdict, the build's date and machine). This script writes that record as ``profile``'s column of
+  the README's findings table (between :data:`FINDINGS_START` and :data:`FINDINGS_END`) and keeps
+  every other column as the README has it, so ``make readme`` after a quick build and ``make readme
+  PROFILE=full`` after a full one, on whichever machines built them, fill the table between them. A
+  profile the table has no column for is an error: add its name to the table's header row first.
+- **Figure.** When the executed findings page (``book/findings.ipynb``) is a build of the
+  :data:`FIGURE_PROFILE` profile, the PNG papermill recorded for its figure (the cell calling
+  :data:`FIGURE_CELL`) is copied to ``book/_static/readme_figure.png``, the README's one figure; no
+  figure is drawn by hand.
+- **Benchmarks.** Every benchmark script (``make bench``) writes its table as
+  ``benchmarks/results/<name>.md``; those present are copied, in :data:`BENCH_ORDER`, between the
+  ``bench`` markers of the book's Performance page (``book/performance.md``), so none of its numbers is
+  typed by hand.
+
+Nothing is written unless every step can be done: on an error the files are left as they were.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import re
 import sys
 from pathlib import Path
@@ -20,9 +33,11 @@ from pathlib import Path
 from newknowledge.core import store
 
 ROOT = Path(__file__).resolve().parents[1]
+FINDINGS_START, FINDINGS_END = "<!-- findings:start -->", "<!-- findings:end -->"
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 BENCH = ROOT / "benchmarks" / "results"
-# The Performance section's tables, in the order the README explains them.
+PERFORMANCE = ROOT / "book" / "performance.md"
+# The Performance page's tables, in the order the page explains them.
 BENCH_ORDER = (
     "bench_book",
     "bench_slick",
@@ -34,16 +49,129 @@ BENCH_ORDER = (
     "bf16",
     "bench_pretrain_length",
 )
+# The README's figure: the findings page's (Figures 2.1 and 3.1 of the chapters), from a build of this profile.
+FIGURE_NOTEBOOK = ROOT / "book" / "findings.ipynb"
+FIGURE_CELL = "findings.figure("
+FIGURE_PROFILE = "quick"
+FIGURE = ROOT / "book" / "_static" / "readme_figure.png"
+# The findings table's first two columns and its last row (the build's date and machine).
+HEAD = ["#", "finding"]
+BUILD_ROW = "built"
 
 
-def findings_markers(profile: str) -> tuple[str, str]:
-    """The README markers around ``profile``'s findings summary (quick's and full's are in the README)."""
-    return f"<!-- findings:{profile}:start -->", f"<!-- findings:{profile}:end -->"
+def row_key(label: str) -> str:
+    """The table's first cell for a findings-page row (``"setup"``, ``"1"``-``"7"``, ``"beyond"``)."""
+    return {"setup": "Preconditions", "beyond": "Beyond"}.get(label, f"F{label}")
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of one Markdown table line, as written (an escaped ``\\|`` stays inside its cell)."""
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+def parse_table(block: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The findings table written by :func:`render_table`, read back.
+
+    Returns:
+        ``(profiles, rows)``: the profile columns in order, and per row key its cells after the key
+        (the finding's title, then one cell per profile), in the table's order.
+
+    Raises:
+        ValueError: the block holds no table with the columns ``# | finding | <profile> ...``.
+    """
+    lines = [line for line in block.splitlines() if line.strip().startswith("|")]
+    if len(lines) < 2 or _cells(lines[0])[:2] != HEAD:
+        raise ValueError(f"no findings table (header '| {' | '.join(HEAD)} | <profile> ... |') between the markers")
+    profiles = _cells(lines[0])[2:]
+    rows = {}
+    for line in lines[2:]:
+        cells = _cells(line)
+        cells += [""] * (len(profiles) + 2 - len(cells))
+        rows[cells[0]] = cells[1:]
+    return profiles, rows
+
+
+def render_table(profiles: list[str], rows: dict[str, list[str]]) -> str:
+    """The findings table: one row per finding, one verdict column per profile, the build row last."""
+    lines = ["| " + " | ".join(HEAD + profiles) + " |", "|" + " --- |" * (len(HEAD) + len(profiles))]
+    ordered = [k for k in rows if k != BUILD_ROW] + [k for k in rows if k == BUILD_ROW]
+    lines += ["| " + " | ".join([key, *rows[key]]) + " |" for key in ordered]
+    return "\n".join(lines) + "\n"
+
+
+def column(record: dict) -> dict[str, tuple[str, str]]:
+    """A findings record (``findings.summary_record``) as table cells: row key -> (title, cell)."""
+    out = {
+        row_key(r["label"]): (
+            _escape(r["title"]),
+            f"{r['verdict']} ({r['held']}/{r['checks']})" + (", fragile" if r.get("fragile") else ""),
+        )
+        for r in record["rows"]
+    }
+    machine = record["machine"]
+    out[BUILD_ROW] = ("date, CPU, cores", _escape(f"{record['date']}, {machine['cpu']}, {machine['cores']} cores"))
+    return out
+
+
+def findings_table(block: str, profile: str, record: dict) -> str:
+    """``block``'s findings table with ``profile``'s column replaced by ``record``; other columns kept.
+
+    A row the record lacks keeps its other cells and gets "–" in ``profile``'s column; a row only the
+    record has is added, with "–" in the other columns.
+
+    Raises:
+        ValueError: no table in ``block``, or it has no column for ``profile``.
+    """
+    profiles, rows = parse_table(block)
+    if profile not in profiles:
+        raise ValueError(
+            f"the findings table has no column for profile {profile!r} (its columns: {', '.join(profiles)}); "
+            f"add '{profile}' to its header row to track that profile"
+        )
+    at = 1 + profiles.index(profile)
+    new = column(record)
+    for key, (title, cell) in new.items():
+        rows.setdefault(key, [title] + ["–"] * len(profiles))
+        rows[key][0], rows[key][at] = title, cell
+    for key in rows.keys() - new.keys():
+        rows[key][at] = "–"
+    return render_table(profiles, rows)
+
+
+def figure_png(notebook: Path, code: str = FIGURE_CELL) -> bytes:
+    """The PNG that papermill recorded for the code cell of ``notebook`` whose source holds ``code``.
+
+    Raises:
+        LookupError: no code cell holds ``code``, or that cell has no PNG output.
+    """
+    nb = json.loads(notebook.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and code in "".join(cell["source"]):
+            for out in cell.get("outputs", []):
+                if "image/png" in out.get("data", {}):
+                    return base64.b64decode("".join(out["data"]["image/png"]))
+            raise LookupError(f"{notebook.name}: the cell calling {code!r} has no PNG output")
+    raise LookupError(f"{notebook.name}: no cell calls {code!r}; update FIGURE_CELL in {Path(__file__).name}")
+
+
+def notebook_profile(notebook: Path) -> str | None:
+    """The profile papermill ran ``notebook`` with (its recorded parameters), or None."""
+    meta = json.loads(notebook.read_text()).get("metadata", {})
+    return meta.get("papermill", {}).get("parameters", {}).get("profile")
 
 
 def replace_block(text: str, start: str, end: str, body: str) -> str:
     """``text`` with everything between the markers ``start`` and ``end`` replaced by ``body``."""
     return re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{body}{end}", text, flags=re.S)
+
+
+def block(text: str, start: str, end: str) -> str:
+    """What lies between the markers ``start`` and ``end`` of ``text``."""
+    return text.split(start, 1)[1].split(end, 1)[0]
 
 
 def bench_block(results: Path = BENCH) -> str | None:
@@ -54,31 +182,58 @@ def bench_block(results: Path = BENCH) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--profile", default="quick", help="the profile whose findings column to write")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--performance", type=Path, default=PERFORMANCE, help="the book's Performance page")
     parser.add_argument("--bench", type=Path, default=BENCH, help="folder of the benchmark tables")
+    parser.add_argument("--figure-notebook", type=Path, default=FIGURE_NOTEBOOK, help="the executed findings page")
+    parser.add_argument("--figure", type=Path, default=FIGURE, help="where the README's figure goes")
     args = parser.parse_args(argv)
-    summary = store.artifacts_root() / "findings" / f"{args.profile}.md"
-    if not summary.exists():
-        print(
-            f"error: {summary} does not exist; build the book first (make book PROFILE={args.profile})", file=sys.stderr
-        )
+
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
         return 2
-    text = args.readme.read_text()
-    start, end = findings_markers(args.profile)
-    for marks in ((start, end), (BENCH_START, BENCH_END)):
-        if not all(m in text for m in marks):
-            print(f"error: {args.readme} lacks the markers {marks[0]} ... {marks[1]}", file=sys.stderr)
-            return 2
-    text = replace_block(text, start, end, summary.read_text())
-    print(f"README: findings summary of profile {args.profile!r} written")
+
+    record_path = store.artifacts_root() / "findings" / f"{args.profile}.json"
+    if not record_path.exists():
+        return fail(f"{record_path} does not exist; build the book first (make book PROFILE={args.profile})")
+    for path, (start, end) in (
+        (args.readme, (FINDINGS_START, FINDINGS_END)),
+        (args.performance, (BENCH_START, BENCH_END)),
+    ):
+        if not path.is_file() or not all(m in path.read_text() for m in (start, end)):
+            return fail(f"{path} lacks the markers {start} ... {end}")
+    readme = args.readme.read_text()
+    try:
+        table = findings_table(
+            block(readme, FINDINGS_START, FINDINGS_END), args.profile, json.loads(record_path.read_text())
+        )
+    except ValueError as e:
+        return fail(f"{args.readme}: {e}")
+    png = None
+    if not args.figure_notebook.is_file():
+        print(f"README: no {args.figure_notebook.name} executed (make book); figure left as it was")
+    elif (ran := notebook_profile(args.figure_notebook)) != FIGURE_PROFILE:
+        print(f"README: {args.figure_notebook.name} is a {ran!r} build, not {FIGURE_PROFILE!r}; figure left as it was")
+    else:
+        try:
+            png = figure_png(args.figure_notebook)
+        except LookupError as e:
+            return fail(str(e))
+
+    args.readme.write_text(replace_block(readme, FINDINGS_START, FINDINGS_END, table))
+    print(f"README: the findings table's {args.profile!r} column written from {record_path.name}")
+    if png is not None:
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        args.figure.write_bytes(png)
+        print(f"README: the figure of the {FIGURE_PROFILE} build's findings page written to {args.figure.name}")
     bench = bench_block(args.bench)
     if bench is None:
-        print(f"README: no benchmark tables in {args.bench} (make bench writes them); Performance left as it was")
+        print(f"Performance: no benchmark tables in {args.bench} (make bench writes them); page left as it was")
     else:
-        text = replace_block(text, BENCH_START, BENCH_END, bench)
-        print(f"README: benchmark tables from {args.bench} written")
-    args.readme.write_text(text)
+        page = args.performance.read_text()
+        args.performance.write_text(replace_block(page, BENCH_START, BENCH_END, bench))
+        print(f"Performance: benchmark tables from {args.bench} written to {args.performance.name}")
     return 0
 
 

@@ -9,7 +9,7 @@ One sub-package per stage of the study, each importing only the ones below it
 - ``evaluation``   ``analysis`` (records -> accuracies, stops, fitted shares), ``stats`` (the linear model,
                    intervals), ``significance`` (App. I's tests), ``paper`` (the paper's numbers), ``checks``
 - ``finetuning``   ``variants`` (Sec. 4-5, App. K), ``finetune`` (one run), ``grouped`` and ``stacked``
-                   (runs trained together), ``runs`` (the run store and its records)
+                   (runs trained together), ``run_store`` (the run store and its records)
 - ``knowledge``    ``categories`` and ``slick`` (SliCK, Sec. 3), ``ptrue`` (P(True), Sec. 6)
 - ``model``        ``lm`` and ``engine`` (any causal LM), ``pretrain`` (the world's model from scratch),
                    ``train_step``

@@ -1,10 +1,14 @@
 """The findings page: every check of every chapter, gathered by the paper's finding.
 
-:func:`results` calls each chapter's ``results`` (the same functions the
-chapters display, reading the run store of this build) and :func:`collect`
-gathers their checks, so the page and the chapters cannot disagree;
-:func:`summary` gives one row per finding with its verdict, and every check
-stays one click away (:func:`to_html`).
+:func:`load` reads what each chapter's notebook saved when it ran (the
+:class:`~newknowledge.book.chapters.Chapter` its ``results`` returned, see
+:func:`newknowledge.book.chapters.save`) under this page's parameters: the
+page recomputes nothing, and a chapter not run with these parameters stops it
+with the notebook to run.  :func:`collect` gathers the chapters' checks, so the
+page and the chapters cannot disagree; :func:`summary` gives one row per
+finding with its verdict, and every check stays one click away
+(:func:`to_html`) with its margin in standard errors and, where the verdict
+could turn, the mark "fragile" (the rule of :mod:`newknowledge.evaluation.checks`).
 """
 
 from __future__ import annotations
@@ -37,9 +41,74 @@ STEMS = {
 }
 
 
-def results(setup) -> dict[int, chapters.Chapter]:
-    """Every chapter's results, by chapter number (the run store of this build; nothing retrained)."""
-    return {number: chapters.module(number).results(setup) for number in chapters.MODULES}
+def load(study) -> dict[int, chapters.Saved]:
+    """Every chapter's saved results under ``study``'s parameters, by chapter number (nothing recomputed).
+
+    Raises:
+        chapters.NotSaved: one or more chapters have no results saved with these parameters; the
+            message names each chapter's notebook, why (never run, or run with other parameters) and
+            the command that runs them.
+    """
+    from newknowledge.core.config import config_hash
+
+    found, problems = {}, {}
+    for number in chapters.MODULES:
+        try:
+            found[number] = chapters.load(number, study)
+        except chapters.NotSaved as err:
+            problems[f"notebooks/{STEMS[number]}.ipynb"] = str(err)
+    if problems:
+        profile = study.study.profile
+        raise chapters.NotSaved(
+            f"the findings page reads the results each chapter saved when its notebook ran, and "
+            f"{len(problems)} are missing or stale for profile {profile!r} (parameters hash "
+            f"{config_hash(study.params())}): "
+            + "; ".join(f"{nb}: {why}" for nb, why in problems.items())
+            + ". Run them first with this page's parameters: make notebooks "
+            + f'NOTEBOOKS="{" ".join(problems)}" PROFILE={profile} (and the same PARAMS), or make book.'
+        )
+    return found
+
+
+def provenance(study, saved: dict[int, chapters.Saved]) -> pd.DataFrame:
+    """The findings page's closing table: the parameters, and when and from which commit each chapter's
+    results were saved (the page itself computes nothing)."""
+    from newknowledge import __version__
+    from newknowledge.book import page
+    from newknowledge.core import store
+    from newknowledge.core.config import config_hash
+
+    root = store.artifacts_root()
+    rows = [
+        ("profile", study.study.profile),
+        ("parameters hash", config_hash(study.params())),
+        ("package version / commit", f"{__version__} / {page.commit()}"),
+    ]
+    rows += [(f"chapter {n} results (saved, version / commit)", f"{s.saved_at}, {s.version}") for n, s in saved.items()]
+    folders = sorted({str(s.path.parent.relative_to(root)) for s in saved.values() if s.path.is_relative_to(root)})
+    rows.append(("saved results read from", ", ".join(folders) or "elsewhere"))
+    rows.append(("all parameters", ", ".join(f"{k}={v}" for k, v in study.params().items())))
+    return pd.DataFrame(rows, columns=["item", "value"]).set_index("item")
+
+
+def figure(chs: dict[int, chapters.Chapter]):
+    """The two central pictures, numbered as in their chapters (:data:`WHERE`): test accuracy against the
+    share of Unknown at EARLY_STOP and CONVERGENCE (chapter 2), and the fitting curves (chapter 3).
+
+    Returns:
+        ``(fig, (left, right))``.
+    """
+    import matplotlib.pyplot as plt
+
+    from newknowledge.book import plots
+
+    plots.use()
+    acc = chs[2].data["accuracy_test"].query("duration in ['EARLY_STOP', 'CONVERGENCE']")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    plots.accuracy_vs_unknown(acc, ax=a, title=f"{WHERE[1][1]}: test accuracy vs % Unknown")
+    plots.training_curves(chs[3].data["curves"], early_stop=chs[3].data["early_stop"], ax=b)
+    b.set_title(f"{WHERE[3][1]}: fitting Known vs Unknown examples ({chs[3].data['variant']})")
+    return fig, (a, b)
 
 
 def collect(chs: dict[int, chapters.Chapter]) -> list[tuple[int, checks.Check]]:
@@ -100,69 +169,112 @@ def _link(number: int, figure: str | None = None) -> str:
     return f'<a href="chapters/{stem}.html">chapter {number}{", " + figure if figure else ""}</a>'
 
 
+def _ours(c: checks.Check) -> str:
+    """One check in the "ours" column: its mark, its number, its margin (and "fragile")."""
+    fragile = checks.fragile(c)
+    cls = "margin fragile" if fragile else "margin"
+    return (
+        f"{checks.mark(c.holds)} {html.escape(c.ours[:140])}{'…' if len(c.ours) > 140 else ''} "
+        f"<span class='{cls}'>({html.escape(checks.margin_text(c))})</span>"
+    )
+
+
 def to_html(collected: list[tuple[int, checks.Check]]) -> str:
     """The findings table: one compact row per finding, the full check list in a dropdown.
 
-    Each row shows the verdict, the checks that hold, the deciding numbers (the first two checks'
-    "ours" beside the paper's) and a link to the chapter; ``<details>`` holds every check with its
-    statistic and threshold.
+    Each row shows the verdict (marked fragile when one of its checks is, :func:`checks.verdict_fragile`),
+    the checks that hold, the checks that decide the verdict (:func:`checks.deciding`: failing ones
+    first) with their margins beside the paper's numbers (each line once), and a link to the chapter;
+    ``<details>`` holds every check with its statistic, threshold and margin.  A legend under the
+    table states the fragility rule.
     """
     rows = []
     for label, title, items in groups(collected):
         cs = [c for _, c in items]
         verdict = checks.verdict(cs) if cs else "no check"
-        deciding = "<br>".join(f"{checks.mark(c.holds)} {html.escape(c.ours[:140])}" for c in cs[:2])
-        papers = "<br>".join(html.escape(c.paper) for c in cs[:2])
+        shown = checks.deciding(cs)
+        fragile = checks.verdict_fragile(cs)
+        deciding = "<br>".join(_ours(c) for c in shown)
+        papers = "<br>".join(html.escape(p) for p in dict.fromkeys(c.paper for c in shown if c.paper))
         details = "".join(
             f"<li>{checks.mark(c.holds)} <b>{html.escape(c.claim)}</b> ({_link(n)}). "
             f"<i>Statistic:</i> {html.escape(c.statistic)}. <i>Threshold:</i> {html.escape(c.threshold)}. "
-            f"<i>Paper:</i> {html.escape(c.paper)}. <i>Ours:</i> {html.escape(c.ours)}</li>"
+            f"<i>Paper:</i> {html.escape(c.paper)}. <i>Ours:</i> {html.escape(c.ours)}. "
+            f"<i>Margin:</i> {html.escape(checks.margin_text(c))}.</li>"
             for n, c in items
         )
         where = _link(int(label), WHERE[int(label)][1]) if label.isdigit() else ""
+        mark = "<br><span class='margin fragile'>fragile</span>" if fragile else ""
         rows.append(
             f"<tr class='verdict-{verdict.split()[0]}'><td>{label}</td><td>{html.escape(title)}"
             f"<details><summary>{len(cs)} checks</summary><ul>{details}</ul></details></td>"
-            f"<td>{verdict}</td><td>{papers}</td><td>{deciding}</td><td>{where}</td></tr>"
+            f"<td>{verdict}{mark}</td><td>{papers}</td><td>{deciding}</td><td>{where}</td></tr>"
         )
     head = "<tr><th>#</th><th>finding</th><th>verdict</th><th>paper</th><th>ours (this build)</th><th>see</th></tr>"
+    legend = (
+        "<p class='table-legend'><i>Ours</i> shows the checks that decide each verdict, failing ones first. "
+        "In brackets, each check's margin: how far its statistic lies from its threshold, in standard "
+        "errors, positive on the side the claim needs (n/a: the check has no standard error). "
+        f"{html.escape(checks.FRAGILE_RULE)}</p>"
+    )
     return (
         f"<div class='table-scroll'><table class='findings-table'><thead>{head}</thead>"
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>{legend}"
     )
 
 
-def readme_summary(collected: list[tuple[int, checks.Check]], profile: str) -> str:
-    """The README's "what reproduces" paragraph, generated from this build's checks (Markdown).
+def _machine() -> dict:
+    """The CPU model (``/proc/cpuinfo``'s model name, else ``platform.processor()``) and usable cores."""
+    import os
+    import platform
+    import re
+    from pathlib import Path
 
-    ``make readme`` writes it between the README's ``findings`` markers, so the README says what the
-    last build's findings page says.
+    cpuinfo = Path("/proc/cpuinfo")
+    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M) if cpuinfo.is_file() else None
+    cpu = found.group(1) if found else platform.processor() or platform.machine()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": " ".join(re.sub(r"\((R|TM)\)", "", cpu).split()), "cores": cores}
+
+
+def summary_record(collected: list[tuple[int, checks.Check]], profile: str) -> dict:
+    """This build's verdict per row of the findings page, with the build's date and machine.
+
+    ``make readme`` writes the record's verdicts as ``profile``'s column of the README's findings table.
+
+    Returns:
+        ``{"profile", "date" (UTC, YYYY-MM-DD), "machine": {"cpu", "cores"}, "rows"}``, ``rows`` one
+        ``{"label", "title", "verdict", "held", "checks", "fragile"}`` per row of :func:`groups`, in its
+        order (``fragile``: :func:`newknowledge.evaluation.checks.verdict_fragile`).
     """
-    lines = [
-        f"In the last `{profile}` build, finding by finding (every check and its threshold are on the "
-        "book's findings page):",
-        "",
-    ]
+    import datetime
+
+    rows = []
     for label, title, items in groups(collected):
         cs = [c for _, c in items]
         held = sum(c.holds is True for c in cs)
-        failing = [c.claim for c in cs if c.holds is False]
-        open_ = [c.claim for c in cs if c.holds is None]
-        name = {"setup": "Preconditions", "beyond": "Beyond the paper"}.get(label, f"Finding {label}")
-        line = f"- **{name}** ({title}): {checks.verdict(cs) if cs else 'no check'}, {held} of {len(cs)} checks hold."
-        if failing:
-            line += " Not holding: " + "; ".join(failing) + "."
-        if open_:
-            line += " Not decidable in this build: " + "; ".join(open_) + "."
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+        verdict = checks.verdict(cs) if cs else "no check"
+        rows.append(
+            {
+                "label": label,
+                "title": title,
+                "verdict": verdict,
+                "held": held,
+                "checks": len(cs),
+                "fragile": checks.verdict_fragile(cs),
+            }
+        )
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    return {"profile": profile, "date": date, "machine": _machine(), "rows": rows}
 
 
-def save_summary(collected: list[tuple[int, checks.Check]], profile: str):
-    """Write :func:`readme_summary` to ``<artifacts>/findings/<profile>.md`` (``make readme`` reads it)."""
+def save_record(collected: list[tuple[int, checks.Check]], profile: str):
+    """Write :func:`summary_record` to ``<artifacts>/findings/<profile>.json`` (``make readme`` reads it)."""
+    import json
+
     from newknowledge.core import store
 
-    path = store.artifacts_root() / "findings" / f"{profile}.md"
+    path = store.artifacts_root() / "findings" / f"{profile}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(readme_summary(collected, profile))
+    path.write_text(json.dumps(summary_record(collected, profile), indent=1) + "\n")
     return path

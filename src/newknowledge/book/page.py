@@ -63,7 +63,8 @@ def describe(prep) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["quantity", "value"]).set_index("quantity")
 
 
-def _commit() -> str:
+def commit() -> str:
+    """The checkout's short git commit, or "unknown" (an installed package, no git)."""
     try:
         return (
             subprocess.run(
@@ -100,7 +101,7 @@ def provenance(setup) -> pd.DataFrame:
     rows = [
         ("profile", study.study.profile),
         ("parameters hash", config_hash(study.params())),
-        ("package version / commit", f"{__version__} / {_commit()}"),
+        ("package version / commit", f"{__version__} / {commit()}"),
         ("chapter run time (s)", f"{time.time() - setup.started:.0f}"),
     ]
     for seed, prep in setup.worlds().items():

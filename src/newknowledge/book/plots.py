@@ -255,7 +255,7 @@ def d_vs_dknown(acc: pd.DataFrame, ax=None):
 
 @_styled
 def training_curves(curves: pd.DataFrame, early_stop: float | None = None, ax=None):
-    """Figure 1: accuracy (%) per epoch for each series, EARLY_STOP marked by a dotted line.
+    """Figure 1: accuracy (%) per epoch for each series, EARLY_STOP marked by a dotted line (in the legend).
 
     Args:
         curves: ``epoch``, ``series`` ("Train (Known)", "Train (Unknown)": GROUP_COLORS, solid; others such
@@ -278,26 +278,10 @@ def training_curves(curves: pd.DataFrame, early_stop: float | None = None, ax=No
             color=GROUP_COLORS[group] if group else next(other),
         )
     if early_stop is not None:
-        ax.axvline(early_stop, color="0.3", ls=":", lw=1.2)
-        ax.text(
-            early_stop,
-            1.01,
-            "EARLY_STOP",
-            transform=ax.get_xaxis_transform(),
-            ha="center",
-            va="bottom",
-            fontsize=9,
-            color="0.3",
-        )
+        # Named in the legend, not written above the axes, where a caller's title would run into it.
+        ax.axvline(early_stop, color="0.3", ls=":", lw=1.2, label="EARLY_STOP")
     ax.set_ylim(-2, 102)
-    _finish(
-        ax,
-        "epoch",
-        "accuracy (%)",
-        "Fitting Known vs Unknown train examples",
-        legend=(note,),
-        pad=6 if early_stop is None else 16,
-    )
+    _finish(ax, "epoch", "accuracy (%)", "Fitting Known vs Unknown train examples", legend=(note,))
     return fig, ax
 
 
@@ -512,3 +496,30 @@ def idk_bars(table: pd.DataFrame, ax=None):
         legend=(note,),
     )
     return fig, ax
+
+
+def size_curves(curves: pd.DataFrame):
+    """Figure 8.1: D - D_Known on test (points) per epoch, and against the share of D's Unknown examples
+    fitted, one line per model size (chapter 8).
+
+    Args:
+        curves: columns ``d_model, seed, epoch, gap, unknown_fitted`` (shares 0-1), as
+            :func:`newknowledge.book.chapters.size.curves` gives per size.
+
+    Returns:
+        ``(fig, axes)`` with two panels.
+    """
+    require_columns(curves, ("d_model", "seed", "epoch", "gap", "unknown_fitted"), "size curves")
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.2), layout="constrained", sharey=True)
+    mean = curves.groupby(["d_model", "epoch"])[["gap", "unknown_fitted"]].mean().reset_index()
+    for k, (d, g) in enumerate(mean.groupby("d_model")):
+        style = dict(color=PALETTE[k % len(PALETTE)], marker="o", markersize=3, label=f"d_model {d}")
+        axes[0].plot(g["epoch"], 100 * g["gap"], **style)
+        axes[1].plot(100 * g["unknown_fitted"], 100 * g["gap"], **style)
+    for ax in axes:
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axhspan(-2, 2, color="grey", alpha=0.12, lw=0)  # finding 2's equivalence margin
+    axes[0].set(xlabel="epoch", ylabel="D - D_Known, test (points)")
+    axes[1].set(xlabel="Unknown examples of D fitted (%)")
+    axes[0].legend(frameon=False)
+    return fig, axes

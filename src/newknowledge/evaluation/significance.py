@@ -276,13 +276,21 @@ def proportions_less(k1: int, n1: int, k2: int, n2: int) -> float:
     For question sets that overlap (two labellings of one test set) the test
     ignores their positive covariance, which makes it conservative.
     """
-    if min(n1, n2) == 0:
+    se = proportions_se(k1, n1, k2, n2)
+    if np.isnan(se):
         return np.nan
-    p = (k1 + k2) / (n1 + n2)
-    se = np.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
     if se == 0:
         return 1.0
     return float(stats.norm.cdf((k1 / n1 - k2 / n2) / se))
+
+
+def proportions_se(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Standard error of k1/n1 - k2/n2 under equal proportions (the pooled variance of
+    :func:`proportions_less`'s z-test); NaN when a set is empty."""
+    if min(n1, n2) == 0:
+        return np.nan
+    p = (k1 + k2) / (n1 + n2)
+    return float(np.sqrt(p * (1 - p) * (1 / n1 + 1 / n2)))
 
 
 def fisher_greater(k1: int, n1: int, k2: int, n2: int) -> float:

@@ -11,7 +11,7 @@ first three). Accuracies are fractions in [0, 1] throughout.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ class LinearModelResult:
         r2: R^2. n: number of points (run x epoch).
         n_clusters: clusters (runs) of the robust covariance; None for plain OLS.
         summary: statsmodels' summary text.
+        se: "b0"/"b_kn"/"b_unk" -> standard error (the covariance of ``ci``); empty when not given.
     """
 
     b0: float
@@ -43,6 +44,7 @@ class LinearModelResult:
     n: int
     n_clusters: int | None
     summary: str
+    se: dict[str, float] = field(default_factory=dict)
 
     def table(self, scale: float = 1.0) -> pd.DataFrame:
         """Table 1 layout: rows b0, b_kn, b_unk, R2; columns estimate, ci_low, ci_high.
@@ -98,8 +100,9 @@ def fit_linear_model(points: pd.DataFrame, *, cluster: str | None = "run") -> Li
         summary = str(res.summary())
     est = {name: float(res.params[term]) for term, name in _TERMS.items()}
     ci = {name: (float(conf.loc[term, 0]), float(conf.loc[term, 1])) for term, name in _TERMS.items()}
+    se = {name: float(res.bse[term]) for term, name in _TERMS.items()}
     return LinearModelResult(
-        **est, ci=ci, r2=float(res.rsquared), n=int(res.nobs), n_clusters=n_clusters, summary=summary
+        **est, ci=ci, r2=float(res.rsquared), n=int(res.nobs), n_clusters=n_clusters, summary=summary, se=se
     )
 
 

@@ -4,8 +4,9 @@ Each module has the chapter's checks, pure functions of tidy tables (each
 docstring states the paper's claim, the statistic and the threshold, fixed
 before any run), and ``results(setup)``, which reads or trains what the chapter
 needs and returns a :class:`Chapter`.  The notebook displays what ``results``
-returns; the findings page calls the same functions, so the two cannot
-disagree.
+returns, and ``results`` (decorated with :func:`saved`) also saves it under
+the build's parameters; the findings page reads those saved results
+(:func:`load`), so the two cannot disagree and the page recomputes nothing.
 
 ======================  =============================================  ============
 module                  chapter                                        paper
@@ -17,6 +18,7 @@ module                  chapter                                        paper
 ``knowledge_types``     5. Which kinds of examples to fine-tune on     Sec. 5
 ``slick_analysis``      6. How good is SliCK                           Sec. 6
 ``idk``                 7. Teaching the model to say "I don't know"    App. K
+``size``                8. How big must the miniature be?              beyond
 ======================  =============================================  ============
 
 Importing this package does not import torch: ``results`` imports the
@@ -25,8 +27,13 @@ pipeline when it runs.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
+import pickle
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +43,8 @@ from newknowledge.evaluation import analysis
 from newknowledge.evaluation.checks import Check, across, conclusion, pct
 
 MODULES = {1: "knowledge", 2: "harm", 3: "speed", 4: "linear", 5: "knowledge_types", 6: "slick_analysis", 7: "idk"}
+# Chapters beyond the paper: not on the findings page (they test the miniature, not a finding).
+BEYOND = {8: "size"}
 
 
 @dataclass
@@ -54,8 +63,108 @@ class Chapter:
 
 
 def module(number: int):
-    """The module of chapter ``number`` (1-7)."""
-    return importlib.import_module(f"{__name__}.{MODULES[number]}")
+    """The module of chapter ``number`` (1-8)."""
+    return importlib.import_module(f"{__name__}.{({**MODULES, **BEYOND})[number]}")
+
+
+# Saved results.  Each chapter's ``results`` is decorated with :func:`saved`, so running a chapter's
+# notebook also writes what it computed; the findings page reads these files (:func:`load`) instead
+# of recomputing every chapter.
+
+
+class NotSaved(LookupError):
+    """A chapter has no saved results for these parameters: never run, or run with other parameters."""
+
+
+@dataclass
+class Saved:
+    """One chapter's saved results and what they were made with."""
+
+    chapter: Chapter
+    params: dict[str, Any]  # the study's flat parameters (``Study.params()``)
+    saved_at: str  # UTC, ISO 8601
+    version: str  # package version / git commit
+    path: Path
+
+
+def saved_dir(study) -> Path:
+    """Where the chapters of a build with ``study``'s parameters are saved:
+    ``<artifacts>/chapters/<profile>/<parameters hash>/`` (the hash every chapter's provenance shows)."""
+    from newknowledge.core import store
+    from newknowledge.core.config import config_hash
+
+    return store.artifacts_root() / "chapters" / study.study.profile / config_hash(study.params())
+
+
+def save(ch: Chapter, study) -> Path:
+    """Write ``ch`` with ``study``'s parameters, the time and the commit to ``<saved_dir>/<NN>.pkl``.
+
+    The folder also holds ``params.json`` (it describes itself).  The file is written under a
+    temporary name and renamed, so a save cut off halfway leaves the previous one whole.
+    """
+    from newknowledge import __version__
+    from newknowledge.book import page
+    from newknowledge.core import store
+
+    folder = saved_dir(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    store.write_json(folder / "params.json", study.params())
+    record = {
+        "chapter": ch,
+        "params": study.params(),
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "version": f"{__version__} / {page.commit()}",
+    }
+    path = folder / f"{ch.number:02d}.pkl"
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(pickle.dumps(record))
+    tmp.replace(path)
+    return path
+
+
+def saved(results):
+    """Decorator of a chapter module's ``results(setup)``: the :class:`Chapter` it returns is also
+    saved (:func:`save`) under the setup's parameters, for the findings page."""
+
+    @functools.wraps(results)
+    def wrapper(setup) -> Chapter:
+        ch = results(setup)
+        save(ch, setup.study)
+        return ch
+
+    return wrapper
+
+
+def load(number: int, study) -> Saved:
+    """Chapter ``number``'s results saved under ``study``'s parameters.
+
+    Raises:
+        NotSaved: none saved with these parameters; the message says whether the chapter was saved
+            with other parameters (and which differ) or never.
+    """
+    from newknowledge.core import store
+
+    path = saved_dir(study) / f"{number:02d}.pkl"
+    if path.is_file():
+        record = pickle.loads(path.read_bytes())
+        if record["params"] == study.params():
+            return Saved(record["chapter"], record["params"], record["saved_at"], record["version"], path)
+    # Not for these parameters: the newest save of this chapter under any others says what differs.
+    others = sorted(
+        (p for p in (store.artifacts_root() / "chapters").glob(f"*/*/{number:02d}.pkl") if p != path),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not others and not path.is_file():
+        raise NotSaved(f"chapter {number} has no saved results (its notebook has not run, with any parameters)")
+    theirs = store.read_json((others[-1] if others else path).parent / "params.json")  # not the whole pickle
+    ours = study.params()
+    differ = {k: (theirs.get(k), ours[k]) for k in ours if theirs.get(k) != ours[k]}
+    shown = ", ".join(f"{k}={b!r} here, {a!r} there" for k, (a, b) in list(differ.items())[:6])
+    raise NotSaved(
+        f"chapter {number} is stale: its last results were made with other parameters ({shown}"
+        + (f", and {len(differ) - 6} more" if len(differ) > 6 else "")
+        + ")"
+    )
 
 
 def shares_of_unknown(records: pd.DataFrame, prefix: str = "unknown") -> list[float]:

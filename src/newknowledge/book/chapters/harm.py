@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from newknowledge.book.chapters import Chapter, converged, name, per_seed, seeds_text, shares_of_unknown
+from newknowledge.book.chapters import Chapter, converged, name, per_seed, saved, seeds_text, shares_of_unknown
 from newknowledge.evaluation import analysis, paper
-from newknowledge.evaluation.checks import Check, pct
+from newknowledge.evaluation.checks import Check, from_means, numbers, pct, weakest
 from newknowledge.evaluation.significance import chunked_mean, pooled
 
 # "Almost identical" (Finding 2): D within 2 points of D_Known.  Table 8 gives the paper's harm
@@ -81,6 +81,7 @@ def lower_with_more_unknown(records: pd.DataFrame, duration: str, split: str = "
         f"up to -{drop} points at CONVERGENCE",
         f"{text} points ({p})",
         ok,
+        **from_means(tests.values(), 0.0, "below"),
     )
 
 
@@ -122,6 +123,7 @@ def gap_grows(records: pd.DataFrame, split: str = "test") -> Check:
         "grows from ~0 (Figure 3a)",
         f"{text} points",
         ok,
+        **from_means(tests.values(), 0.0, "above"),
     )
 
 
@@ -147,7 +149,7 @@ def neutral_at_early_stop(records: pd.DataFrame, split: str = "test") -> Check:
     if not xs:
         return Check("harm.neutral", 2, "finding", claim, stat, thr, "almost identical", "no D_Known run", None)
     wide = analysis.correct_at(records, "EARLY_STOP", split)
-    parts, ok = [], True
+    parts, ok, nums = [], True, []
     for x in xs:
         tests = _paired(wide, lambda r: r[name("unknown", x)] - r[name("known", x)])  # noqa: B023 (called within the iteration)
         if not tests:
@@ -157,6 +159,7 @@ def neutral_at_early_stop(records: pd.DataFrame, split: str = "test") -> Check:
         m = pooled(list(tests.values()))
         lo, hi = m.ci(0.90)
         ok &= m.equivalent(MARGIN, ALPHA)
+        nums.append(numbers(m.mean, MARGIN, "within", se=m.se, interval=(lo, hi)))  # the TOST's 90% interval
         seeds = "" if len(tests) == 1 else " (seeds: " + ", ".join(pct(t.mean, True) for t in tests.values()) + ")"
         parts.append(f"X={x:g}%: {pct(m.mean, True)} [90%: {pct(lo, True)}, {pct(hi, True)}]{seeds}")
     return Check(
@@ -169,6 +172,7 @@ def neutral_at_early_stop(records: pd.DataFrame, split: str = "test") -> Check:
         "almost identical (Figure 3b)",
         "; ".join(parts) + " points",
         bool(ok),
+        **weakest(nums),
     )
 
 
@@ -184,12 +188,13 @@ def harmful_at_convergence(records: pd.DataFrame, split: str = "test") -> Check:
     if not xs:
         return Check("harm.harmful", 2, "finding", claim, stat, "", "below", "no D_Known run", None)
     wide = analysis.correct_at(records, "CONVERGENCE", split)
-    parts, ok = [], True
+    parts, ok, means = [], True, []
     for x in xs:
         tests = _paired(wide, lambda r: r[name("unknown", x)] - r[name("known", x)])  # noqa: B023 (called within the iteration)
         text, holds = seeds_text({s: (m.mean, m.mean < 0 and m.p_less() < ALPHA) for s, m in tests.items()})
         ok = ok and bool(holds)
         parts.append(f"X={x:g}%: {text}")
+        means += tests.values()
     return Check(
         "harm.harmful",
         2,
@@ -200,6 +205,7 @@ def harmful_at_convergence(records: pd.DataFrame, split: str = "test") -> Check:
         "below, by more as X grows",
         "; ".join(parts) + " points",
         ok,
+        **from_means(means, 0.0, "below"),
     )
 
 
@@ -241,6 +247,7 @@ def harm_grows(records: pd.DataFrame, split: str = "test") -> Check:
         "grows",
         f"{text} points",
         ok,
+        **from_means(tests.values(), 0.0, "above"),
     )
 
 
@@ -257,12 +264,13 @@ def dknown_steadier(records: pd.DataFrame, split: str = "test") -> Check:
         return Check("harm.steadier", 2, "finding", claim, "", "", "small for D_Known", "no D_Known run", None)
     es, conv = analysis.correct_at(records, "EARLY_STOP", split), analysis.correct_at(records, "CONVERGENCE", split)
     gap = es - conv
-    parts, ok = [], True
+    parts, ok, means = [], True, []
     for x in xs:
         tests = _paired(gap, lambda r: r[name("unknown", x)] - r[name("known", x)])  # noqa: B023 (called within the iteration)
         text, holds = seeds_text({s: (m.mean, m.mean > 0 and m.p_greater() < ALPHA) for s, m in tests.items()})
         ok = ok and bool(holds)
         parts.append(f"X={x:g}%: {text}")
+        means += tests.values()
     return Check(
         "harm.steadier",
         2,
@@ -273,6 +281,7 @@ def dknown_steadier(records: pd.DataFrame, split: str = "test") -> Check:
         "small for D_Known, large for D",
         "; ".join(parts) + " points",
         ok,
+        **from_means(means, 0.0, "above"),
     )
 
 
@@ -300,6 +309,7 @@ PROSE = {
 }
 
 
+@saved
 def results(setup) -> Chapter:
     """Chapter 2 from the section-4 runs (trained if missing): accuracy per share of Unknown and
     duration (Figures 2.1, 2.3), D vs D_Known (Figures 2.2, 2.4), accuracy per test category, checks."""

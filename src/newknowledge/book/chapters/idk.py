@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from newknowledge.book.chapters import Chapter, converged, name
+from newknowledge.book.chapters import Chapter, converged, name, saved
 from newknowledge.evaluation import analysis, paper, significance
-from newknowledge.evaluation.checks import Check, across, pct
+from newknowledge.evaluation.checks import Check, across, numbers, pct, weakest
 
 ALPHA = 0.05
 N_BOOT = 2000
@@ -39,7 +39,7 @@ def more_accurate_when_answering(records: pd.DataFrame, duration: str) -> Check:
     (CONVERGENCE), answering 58.7% and 55.6% of the questions.
     """
     wide = _outcomes(records)
-    per, parts = {}, []
+    per, parts, nums = {}, [], []
     for seed in wide.index.get_level_values("seed").unique():
         g = wide.loc[(seed, duration)]
         answered = ~g[("idk", "D_IDK")].astype(bool)
@@ -48,6 +48,7 @@ def more_accurate_when_answering(records: pd.DataFrame, duration: str) -> Check:
         p = significance.proportions_less(k2, n2, k1, n1)
         a1, a2 = (k1 / n1 if n1 else np.nan), k2 / n2
         per[int(seed)] = (a1 - a2, bool(n1 > 0 and p < ALPHA))
+        nums.append(numbers(a1 - a2, 0.0, "above", se=significance.proportions_se(k2, n2, k1, n1)))
         parts.append(f"{pct(a1)} vs {pct(a2)} (answering {pct(n1 / n2, decimals=0)}% vs 100%, p={p:.2g})")
     text, ok = across(per, lambda v: pct(v, True))
     t8 = paper.TABLE8["accuracy on answered (%)"]
@@ -61,6 +62,7 @@ def more_accurate_when_answering(records: pd.DataFrame, duration: str) -> Check:
         f"{t8[('D_IDK', duration)]} vs {t8[('D', duration)]}",
         f"{text} points; " + "; ".join(parts),
         ok,
+        **weakest(nums),  # the z-test's standard error
     )
 
 
@@ -74,7 +76,7 @@ def protects_against_drop(records: pd.DataFrame, seed: int = 0) -> Check:
     """
     wide = _outcomes(records)
     rng = np.random.default_rng(seed)
-    per, parts = {}, []
+    per, parts, nums = {}, [], []
     for s in wide.index.get_level_values("seed").unique():
         es, conv = wide.loc[(s, "EARLY_STOP")], wide.loc[(s, "CONVERGENCE")].reindex(wide.loc[(s, "EARLY_STOP")].index)
         arrays = [
@@ -99,6 +101,8 @@ def protects_against_drop(records: pd.DataFrame, seed: int = 0) -> Check:
         boots = np.array([stat(rng.integers(0, n, n)) for _ in range(N_BOOT)])
         low = np.quantile(boots, ALPHA)
         per[int(s)] = (value, bool(low > 0))
+        # the bootstrap's standard error and its 90% interval, whose lower end is the check's bound
+        nums.append(numbers(value, 0.0, "above", se=boots.std(ddof=1), interval=(low, np.quantile(boots, 1 - ALPHA))))
         parts.append(f"{pct(value, True)} (95% lower bound {pct(low, True)})")
     text, ok = across(per, lambda v: pct(v, True))
     return Check(
@@ -111,6 +115,7 @@ def protects_against_drop(records: pd.DataFrame, seed: int = 0) -> Check:
         "D_IDK 0.0 vs D -4.2 points",
         f"{text} points; " + "; ".join(parts),
         ok,
+        **weakest(nums),
     )
 
 
@@ -199,6 +204,7 @@ PROSE = {
 }
 
 
+@saved
 def results(setup) -> Chapter:
     """Chapter 7: Table 8 beside the paper's, the three outcomes, where the model abstains, the checks."""
     x = analysis.middle_share([float(v) for v in setup.study.finetune.pct_unknown])

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from newknowledge.book.chapters import Chapter
+from newknowledge.book.chapters import Chapter, saved
 from newknowledge.evaluation import analysis, paper
-from newknowledge.evaluation.checks import Check, across, pct
+from newknowledge.evaluation.checks import Check, across, across_numbers, pct
 from newknowledge.knowledge.categories import CATEGORIES, KNOWN, exposure_table, split_shares
 
 
@@ -50,6 +50,7 @@ def categories_present(tables: pd.DataFrame, split: str = "train", bar: float = 
         " / ".join(f"{v}" for v in paper.CATEGORY_SHARES.values()) + " % (train: HK / MK / WK / Unk)",
         " / ".join(pct(shares[c], decimals=0) for c in CATEGORIES) + f" %; smallest {text}%",
         ok,
+        **across_numbers(per, bar, "above"),
     )
 
 
@@ -120,7 +121,8 @@ def known_means_seen(tables: pd.DataFrame, bar: float = 0.25) -> Check:
         share = (k["exposures"] == 0).mean()
         return share, bool(share <= bar)
 
-    text, ok = across(_per_world(tables, one), pct)
+    per = _per_world(tables, one)
+    text, ok = across(per, pct)
     return Check(
         "knowledge.known_seen",
         None,
@@ -131,6 +133,7 @@ def known_means_seen(tables: pd.DataFrame, bar: float = 0.25) -> Check:
         "not measurable on real data",
         f"{text}%",
         ok,
+        **across_numbers(per, bar, "below"),
     )
 
 
@@ -165,6 +168,7 @@ def tracks_exposure(tables: pd.DataFrame) -> list[Check]:
             "not measurable on real data",
             f"rho {t_rho}",
             ok_rho,
+            **across_numbers(rho, 0.8, "above"),
         ),
         Check(
             "knowledge.never_seen",
@@ -198,6 +202,7 @@ PROSE = {
 }
 
 
+@saved
 def results(setup) -> Chapter:
     """Chapter 1: the world in numbers, category shares per split and relation (Figures 1.1, 1.2),
     the exposure heat map (Figure 1.3), the popular-answer baseline, and the checks."""

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from newknowledge.book.chapters import Chapter, converged, per_seed
+from newknowledge.book.chapters import Chapter, converged, per_seed, saved
 from newknowledge.evaluation import analysis, paper, significance
-from newknowledge.evaluation.checks import Check, across, pct
+from newknowledge.evaluation.checks import Check, across, from_means, numbers, pct, weakest
 from newknowledge.finetuning import variants
 from newknowledge.knowledge.categories import CATEGORIES
 
@@ -125,9 +125,10 @@ def maybeknown_above_highlyknown(records: pd.DataFrame) -> Check:
     Statistic: D_MaybeKnown minus D_HighlyKnown on the MaybeKnown test questions, paired, at both
     durations.  Threshold: positive with one-sided p < 0.05 at both, in every seed.
     """
-    per = {}
+    per, means = {}, []
     for d in DURATIONS:
         for s, m in _paired(records, d, "MaybeKnown", "HighlyKnown", "MaybeKnown").items():
+            means += [m] if m is not None else []
             prev = per.get(s, (0.0, True))
             per[s] = (
                 (np.nan, None)
@@ -148,6 +149,7 @@ def maybeknown_above_highlyknown(records: pd.DataFrame) -> Check:
         f"{p.loc['D_HighlyKnown', ('EARLY_STOP', 'MaybeKnown')]} (EARLY_STOP)",
         text,
         ok,
+        **from_means(means, 0.0, "above"),  # the duration and seed nearest to failing
     )
 
 
@@ -158,10 +160,8 @@ def natural_below_maybeknown(records: pd.DataFrame) -> Check:
     Statistic: D_Natural minus D_MaybeKnown at CONVERGENCE, paired.  Threshold: negative with
     one-sided p < 0.05, in every seed.
     """
-    per = {
-        s: (np.nan, None) if m is None else (m.mean, m.mean < 0 and m.p_less() < ALPHA)
-        for s, m in _paired(records, "CONVERGENCE", "natural", "MaybeKnown").items()
-    }
+    tests = _paired(records, "CONVERGENCE", "natural", "MaybeKnown")
+    per = {s: (np.nan, None) if m is None else (m.mean, m.mean < 0 and m.p_less() < ALPHA) for s, m in tests.items()}
     text, ok = across(per, lambda v: pct(v, True))
     text = f"{text} points" + _too_few(per, "test questions")
     p = paper.TABLE2[("CONVERGENCE", "All")]
@@ -175,6 +175,7 @@ def natural_below_maybeknown(records: pd.DataFrame) -> Check:
         f"{p['D_Natural']} vs {p['D_MaybeKnown']}",
         text,
         ok,
+        **from_means([m for m in tests.values() if m is not None], 0.0, "below"),
     )
 
 
@@ -193,7 +194,7 @@ def collapse(records: pd.DataFrame) -> Check:
     test = records[records["split"] == "test"]
     cats = test.drop_duplicates(["seed", "example"]).set_index(["seed", "example"])["category"]
     change = conv - es
-    per, parts = {}, []
+    per, parts, nums = {}, [], []
     for variant in ("WeaklyKnown", "Unknown"):
         for seed, rows in change.groupby(level="seed"):
             v = rows[variant].dropna()
@@ -201,6 +202,11 @@ def collapse(records: pd.DataFrame) -> Check:
             known = cats.reindex(v.index).isin(["HighlyKnown", "MaybeKnown"]).to_numpy()
             welch = sps.ttest_ind(v[known], v[~known], equal_var=False, alternative="less")
             ok = m.mean < 0 and m.p_less() < ALPHA and welch.pvalue < ALPHA
+            diff = v[known].mean() - v[~known].mean()  # Welch's standard error: the difference over its t
+            nums += [
+                numbers(m.mean, 0.0, "below", se=m.se, interval=m.ci()),
+                numbers(diff, 0.0, "below", se=diff / welch.statistic if welch.statistic else None),
+            ]
             prev = per.get(int(seed), (0.0, True))
             per[int(seed)] = (prev[0] + m.mean / 2, prev[1] and bool(ok))
             parts.append(
@@ -221,6 +227,7 @@ def collapse(records: pd.DataFrame) -> Check:
         f"D_WeaklyKnown {d.loc['D_WeaklyKnown', 'All']:+.1f}",
         "; ".join(parts),
         ok,
+        **weakest(nums),
     )
 
 
@@ -294,6 +301,22 @@ def learning_by_type(records: pd.DataFrame, trains: dict[str, pd.DataFrame], see
     return pd.DataFrame(rows).set_index("variant").round(1)
 
 
+def duration_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The EARLY_STOP-against-CONVERGENCE tests (:func:`significance.paired_duration_test`'s rows, one per
+    variant) as the paper prints Table 7: accuracies in % and the change in points, one decimal; the
+    two-sided p-value to two significant digits."""
+    return pd.DataFrame(
+        {
+            "EARLY_STOP (%)": (100 * rows["acc_es"]).round(1).to_numpy(),
+            "CONVERGENCE (%)": (100 * rows["acc_conv"]).round(1).to_numpy(),
+            "CONVERGENCE - EARLY_STOP (points)": (100 * rows["diff"]).round(1).to_numpy(),
+            "p (two-sided)": [f"{p:.2g}" for p in rows["p_value"]],
+            "chunks": rows["n_chunks"].to_numpy(),
+        },
+        index=pd.Index(rows["variant"], name="variant"),
+    )
+
+
 def checks(records: pd.DataFrame) -> list[Check]:
     """Every check of chapter 5 on the Table 2 records."""
     sig = significance_tables(records)
@@ -317,6 +340,7 @@ PROSE = {
 }
 
 
+@saved
 def results(setup) -> Chapter:
     """Chapter 5: Table 2 (per seed's significance marks), its heat map data, the EARLY_STOP vs
     CONVERGENCE test per variant (Table 7's last column), and the checks."""
@@ -334,7 +358,7 @@ def results(setup) -> Chapter:
     same = setup.same_data()
     trains = {v: variants.build(prep.train, same.get(v, v), size=prep.size, seed=seed) for v in CATEGORIES}
     tables = {
-        "duration_test": pd.DataFrame(rows).set_index("variant").round(4),
+        "duration_test": duration_table(pd.DataFrame(rows)),
         "test_questions": n_cat.rename("test questions").to_frame(),
         "learning": learning_by_type(records, trains, seed),
     }

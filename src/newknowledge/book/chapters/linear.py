@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from newknowledge.book.chapters import Chapter
+from newknowledge.book.chapters import Chapter, saved
 from newknowledge.evaluation import analysis, paper, stats
-from newknowledge.evaluation.checks import Check
+from newknowledge.evaluation.checks import Check, numbers, weakest
 
 # "About as much" (Table 1): |b_unk| within a factor of two of b_kn.  The paper's ratios are 1.14
 # in-distribution and 0.94 OOD and its words "about as much"; a factor of two either way is the
@@ -59,15 +59,22 @@ def signs(res, where: str, kind: str = "finding", label: str = "") -> Check:
     lowers it.
 
     Statistic: b_kn and b_unk with 95% intervals clustered by run.  Threshold: the interval of b_kn
-    above 0 and that of b_unk below 0.
+    above 0 and that of b_unk below 0.  The margin is the coefficient nearer to 0 in standard errors.
     """
     col = "OOD" if where == "OOD" else "in-distribution"
     p = paper.TABLE1[col]
+    nums = {}
     if res is None:
         ours, ok = _no_fit(where), None
     else:
         ours = f"b_kn {_ci(res, 'b_kn')}, b_unk {_ci(res, 'b_unk')} ({res.n} points, {res.n_clusters} runs)"
         ok = bool(res.ci["b_kn"][0] > 0 and res.ci["b_unk"][1] < 0)
+        nums = weakest(
+            [
+                numbers(getattr(res, b), 0.0, side, se=res.se.get(b), interval=res.ci[b])
+                for b, side in (("b_kn", "above"), ("b_unk", "below"))
+            ]
+        )
     return Check(
         f"linear.signs.{col}{label}",
         4 if kind == "finding" else None,
@@ -78,6 +85,7 @@ def signs(res, where: str, kind: str = "finding", label: str = "") -> Check:
         f"b_kn {p['b_kn']:+.1f}, b_unk {p['b_unk']:+.1f}",
         ours,
         ok,
+        **nums,
     )
 
 
@@ -156,6 +164,7 @@ PROSE = {
 }
 
 
+@saved
 def results(setup) -> Chapter:
     """Chapter 4: the fit on the study's format (Figure 4.1, Table 1) and, as a contrast, on
     ``alt_format`` (first seed only; its checks are "beyond" and do not count for finding 4)."""

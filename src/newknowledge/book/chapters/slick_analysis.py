@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from newknowledge.book.chapters import Chapter
+from newknowledge.book.chapters import Chapter, saved
 from newknowledge.evaluation import analysis, significance, stats
-from newknowledge.evaluation.checks import Check, across, pct
+from newknowledge.evaluation.checks import Check, across, numbers, pct, weakest
 from newknowledge.knowledge import ptrue, slick
 from newknowledge.knowledge.categories import categories_with
 from newknowledge.model import lm
@@ -39,7 +39,7 @@ def slick_beats_ptrue(test: pd.DataFrame) -> Check:
     (two-proportion z-test; the sets overlap, which makes it conservative), in every seed, each set
     holding at least 30 questions (fewer: not decidable).
     """
-    per, parts = {}, []
+    per, parts, nums = {}, [], []
     for seed, g in test.groupby("seed"):
         s_unk, p_unk = _matched(g)
         c = g["correct_after"].to_numpy()
@@ -47,6 +47,8 @@ def slick_beats_ptrue(test: pd.DataFrame) -> Check:
         a1, a2 = (c[s_unk].mean() if n1 else np.nan), (c[p_unk].mean() if n2 else np.nan)
         p = significance.proportions_less(int(c[s_unk].sum()), n1, int(c[p_unk].sum()), n2)
         per[int(seed)] = (a1 - a2, None if min(n1, n2) < MIN_QUESTIONS else bool(p < ALPHA))
+        se = significance.proportions_se(int(c[s_unk].sum()), n1, int(c[p_unk].sum()), n2)
+        nums += [numbers(a1 - a2, 0.0, "below", se=se)] if min(n1, n2) >= MIN_QUESTIONS else []
         parts.append(f"SliCK {pct(a1)}% of {n1} vs P(True) {pct(a2)}% of {n2} (p={p:.2g})")
     text, ok = across(per, lambda v: pct(v, True))
     return Check(
@@ -60,6 +62,7 @@ def slick_beats_ptrue(test: pd.DataFrame) -> Check:
         "much lower",
         f"{text} points; " + "; ".join(parts),
         ok,
+        **weakest(nums),  # the z-test's standard error
     )
 
 
@@ -182,6 +185,7 @@ PROSE = {
 }
 
 
+@saved
 def results(setup) -> Chapter:
     """Chapter 6: P(True) on every seed's test set, the threshold sweep with SliCK's N_ex line (Figure 6.1),
     the ground truth, the exact-vs-sampling comparison on a sample (first world), and the checks."""
@@ -213,7 +217,7 @@ def results(setup) -> Chapter:
     s_unk, p_unk = _matched(first)
     tables = {
         "p_true": first.groupby("category")["p_true"].describe()[["mean", "25%", "50%", "75%"]].round(3),
-        "slick_line": sweep[sweep["method"].str.startswith("SliCK")].round(3),
+        "slick_line": slick_line_table(sweep),
         "agreement": pd.crosstab(
             sample["category"].rename(study.slick.estimator), cats_other["category"].rename(other).to_numpy()
         ),
@@ -242,6 +246,24 @@ def results(setup) -> Chapter:
         truly_unseen(test),
     ]
     return Chapter(6, tables, data, out, PROSE)
+
+
+def slick_line_table(sweep: pd.DataFrame) -> pd.DataFrame:
+    """SliCK's line of Figure 6.1 as a table, in the paper's units: for each N_ex, the share of the
+    test set labelled Unknown and their accuracy after fine-tuning, in % with one decimal.
+
+    Args:
+        sweep: :func:`compare_with_slick`'s ``sweep`` (the SliCK rows are read).
+    """
+    s = sweep[sweep["method"].str.startswith("SliCK")]
+    return pd.DataFrame(
+        {
+            "labelled Unknown (% of test)": (100 * s["share"]).round(1).to_numpy(),
+            "questions": s["n"].astype(int).to_numpy(),
+            "accuracy after fine-tuning (%)": (100 * s["accuracy"]).round(1).to_numpy(),
+        },
+        index=pd.Index(s["threshold"].astype(int).to_numpy(), name="N_ex"),
+    )
 
 
 def compare_with_slick(

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from newknowledge.book.chapters import Chapter, converged, name, per_seed, seeds_text, shares_of_unknown
+from newknowledge.book.chapters import Chapter, converged, name, per_seed, saved, seeds_text, shares_of_unknown
 from newknowledge.evaluation import analysis, paper
-from newknowledge.evaluation.checks import Check, across, pct
+from newknowledge.evaluation.checks import Check, across, across_numbers, from_means, pct
 from newknowledge.evaluation.significance import chunked_mean
 
 ALPHA = 0.05
@@ -61,6 +61,7 @@ def known_fitted_faster(records: pd.DataFrame) -> Check:
         "Known by EARLY_STOP, Unknown tens of epochs later",
         f"{text} ({when})",
         ok,
+        **across_numbers(per, 2.0, "above"),
     )
 
 
@@ -122,6 +123,7 @@ def falls_after_peak(records: pd.DataFrame) -> Check:
         "falls",
         f"{text} points",
         ok,
+        **from_means(tests.values(), 0.0, "below"),
     )
 
 
@@ -306,6 +308,7 @@ PROSE = {
 }
 
 
+@saved
 def results(setup) -> Chapter:
     """Chapter 3 from the section-4 runs: fitting curves (Figures 3.1, 3.2), shares fitted at EARLY_STOP
     (Figure 3.3), EARLY_STOP epochs, and the checks."""
