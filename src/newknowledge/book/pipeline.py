@@ -191,7 +191,7 @@ class Setup:
             ``example`` ids are positions in that seed's world's evaluation table.
         """
         names = list(dict.fromkeys(names))
-        same = self.same_data()
+        same = self.same_data() if any(n in SAME_DATA for n in names) else {}
         runs = list(dict.fromkeys(same.get(n, n) for n in names))  # one run per distinct data set
         jobs = []
         for seed in seeds if seeds is not None else self.seeds:

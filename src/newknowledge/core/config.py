@@ -155,9 +155,8 @@ class StudyConfig:
     eq_dir: str = ""  # "": the synthetic world; else a real ENTITYQUESTIONS folder
     device: str = "auto"  # "auto", "cpu", "cuda", ...
     dtype: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16"
-    seed_scope: str = (
-        "finetune"  # a seed varies "finetune" (variant draw, data order) or "world" (world, model, SliCK too)
-    )
+    seed_scope: str = "finetune"  # what a seed varies: "finetune" (data draw, order) or "world" (+ world, model, SliCK)
+    size_models: list = field(default_factory=lambda: [64, 128])  # chapter 8: d_model of each model, one world
 
 
 STAGES = (StudyConfig, WorldConfig, PretrainConfig, SlickConfig, FinetuneConfig)
