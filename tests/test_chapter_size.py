@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from records import N, lower, ones, records, run
 
 from newknowledge.book.chapters import size
@@ -26,19 +27,20 @@ def test_curves_pair_the_gap_with_the_share_of_unknown_fitted():
 
 
 def test_harm_follows_fitting_holds_when_d_equals_d_known_before_fitting():
-    c = size.harm_follows_fitting(size.curves(_pair(BASE, lower(BASE, N // 10))), "d_model 64")
-    assert c.holds and c.kind == "beyond" and "2 epochs" in c.ours  # epochs 1-2: under a fifth fitted
+    c = size.harm_follows_fitting(_pair(BASE, lower(BASE, N // 10)), "d_model 64")
+    assert size.window(_pair(BASE, BASE)) == [2]  # from D_Known's EARLY_STOP (2) while < 25% are fitted (16%)
+    assert c.holds and c.kind == "beyond" and "over epoch 2" in c.ours and c.se is None  # no difference at all
 
 
 def test_harm_follows_fitting_fails_when_d_falls_before_its_unknown_examples_are_fitted():
     early_harm = lower(BASE, N // 10)  # D 10 points below D_Known from epoch 1, while 5-16% are fitted
-    c = size.harm_follows_fitting(size.curves(_pair(early_harm, early_harm)), "d_model 64")
-    assert c.holds is False and "-10.0" in c.ours
+    c = size.harm_follows_fitting(_pair(early_harm, early_harm), "d_model 64")
+    assert c.holds is False and "-10.0" in c.ours and c.se > 0
 
 
 def test_harm_follows_fitting_is_not_decidable_when_unknown_examples_are_fitted_at_once():
-    c = size.harm_follows_fitting(size.curves(_pair(BASE, BASE, unknown=lambda e: 1.0)), "d_model 64")
-    assert c.holds is None and "no epoch so early" in c.ours
+    c = size.harm_follows_fitting(_pair(BASE, BASE, unknown=lambda e: 1.0), "d_model 64")
+    assert c.holds is None and "no epoch in the window" in c.ours
 
 
 class _FakeSetup:
@@ -96,3 +98,13 @@ def test_the_chapter_runs_each_size_on_one_world_with_one_d_and_names_a_size_it_
     assert by_key["size.follows_fitting.d_model_32"].holds is None
     assert by_key["size.follows_fitting.d_model_128"].holds and "speed.erosion.64" in by_key
     assert dataclasses.asdict(by_key["speed.erosion.64"])["claim"].startswith("d_model 64: ")
+
+
+def test_size_curves_draws_one_line_per_size_in_both_panels():
+    from newknowledge.book import plots
+
+    cv = size.curves(_pair(BASE, lower(BASE, N // 10)))
+    both = pd.concat([cv.assign(d_model=64), cv.assign(d_model=128)])
+    fig, axes = plots.size_curves(both, margin=0.02)
+    assert [len(ax.get_lines()) for ax in axes] == [3, 3]  # two sizes and the zero line per panel
+    assert axes[0].get_ylabel().startswith("D - D_Known") and "fitted" in axes[1].get_xlabel()

@@ -498,13 +498,14 @@ def idk_bars(table: pd.DataFrame, ax=None):
     return fig, ax
 
 
-def size_curves(curves: pd.DataFrame):
+def size_curves(curves: pd.DataFrame, margin: float):
     """Figure 8.1: D - D_Known on test (points) per epoch, and against the share of D's Unknown examples
     fitted, one line per model size (chapter 8).
 
     Args:
         curves: columns ``d_model, seed, epoch, gap, unknown_fitted`` (shares 0-1), as
             :func:`newknowledge.book.chapters.size.curves` gives per size.
+        margin: finding 2's equivalence margin (a share), drawn as a grey band around 0.
 
     Returns:
         ``(fig, axes)`` with two panels.
@@ -518,7 +519,7 @@ def size_curves(curves: pd.DataFrame):
         axes[1].plot(100 * g["unknown_fitted"], 100 * g["gap"], **style)
     for ax in axes:
         ax.axhline(0, color="grey", lw=0.8)
-        ax.axhspan(-2, 2, color="grey", alpha=0.12, lw=0)  # finding 2's equivalence margin
+        ax.axhspan(-100 * margin, 100 * margin, color="grey", alpha=0.12, lw=0)  # finding 2's equivalence margin
     axes[0].set(xlabel="epoch", ylabel="D - D_Known, test (points)")
     axes[1].set(xlabel="Unknown examples of D fitted (%)")
     axes[0].legend(frameon=False)

@@ -22,14 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from newknowledge.book.chapters import Chapter, converged, saved, speed
-from newknowledge.evaluation import analysis
-from newknowledge.evaluation.checks import Check, pct
+from newknowledge.book.chapters import Chapter, converged, harm, saved, speed
+from newknowledge.evaluation import analysis, significance
+from newknowledge.evaluation.checks import Check, numbers, pct
 from newknowledge.finetuning.variants import VariantError
 
 PCT = 50  # the share of Unknown of the D compared with its D_Known (the paper's Figure 3b middle)
-FITTED_BEFORE = 0.2  # "before fitting": epochs where under a fifth of D's Unknown examples are fitted
-MARGIN = 0.02  # finding 2's equivalence margin (chapter 2): within 2 points D and D_Known are alike
 
 
 def curves(records: pd.DataFrame) -> pd.DataFrame:
@@ -47,28 +45,68 @@ def curves(records: pd.DataFrame) -> pd.DataFrame:
     return gap.merge(ep[["seed", "epoch", "unknown_fitted"]], on=["seed", "epoch"]).reset_index(drop=True)
 
 
-def harm_follows_fitting(curve: pd.DataFrame, label: str) -> Check:
-    """Beyond the paper (Sec. 4.3-4.4): Unknown examples hurt through being fitted, not before.
+def window(records: pd.DataFrame) -> list[int]:
+    """The epochs after the format is learned and before Unknown examples are fitted: from D_Known's
+    EARLY_STOP (its best dev accuracy: the format is learned by then) while fewer than
+    :data:`~newknowledge.book.chapters.speed.FEW_UNKNOWN` of D's Unknown examples are fitted."""
+    stops = analysis.early_stop(records[records["variant"] == f"known_{PCT}"])
+    if stops.empty:
+        return []
+    ep = analysis.epoch_table(records[records["variant"] == f"unknown_{PCT}"]).groupby("epoch")["unknown_fitted"]
+    fitted = ep.mean()
+    start = int(stops["early_stop"].max())
+    return [int(e) for e in fitted.index if e >= start and fitted[e] < speed.FEW_UNKNOWN]
+
+
+def harm_follows_fitting(records: pd.DataFrame, label: str) -> Check:
+    """Beyond the paper (Sec. 4.2-4.3): Unknown examples hurt through being fitted, not before.
 
     The paper's mechanism: at EARLY_STOP few Unknown examples are fitted and D equals D_Known; the
-    harm comes as they are fitted.  Statistic: mean D - D_Known on test over the epochs (>= 1) at
-    which fewer than a fifth of D's Unknown examples are fitted, per world.  Threshold: at least
-    -2 points in every world (finding 2's equivalence margin, chapter 2); not decidable when no
-    epoch has so few fitted.
+    harm comes as they are fitted.  Statistic: D - D_Known on the test questions, each question's
+    difference averaged over the :func:`window` epochs (from D_Known's EARLY_STOP, while fewer than a
+    quarter of D's Unknown examples are fitted: finding 3's "few"), its mean and App. I's chunked
+    standard error, on the chapter's world.  Threshold: the mean at least -2 points (finding 2's
+    equivalence margin, chapter 2).  Not decidable when the window is empty (Unknown examples are
+    fitted before D_Known has learned the format).
+
+    Args:
+        records: ``unknown_<PCT>`` and ``known_<PCT>`` records of one model size and one world.
     """
-    early = curve[curve["unknown_fitted"] < FITTED_BEFORE]
-    claim = f"{label}: Unknown examples do not hurt before they are fitted (Sec. 4.3-4.4)"
-    stat = f"mean D - D_Known on test at epochs with < {FITTED_BEFORE:.0%} of Unknown fitted ({PCT}% Unknown)"
-    thr = f">= -{100 * MARGIN:g} points in every world"
-    key = f"size.follows_fitting.{label.replace(' ', '_')}"
-    if early.empty:
-        return Check(key, None, "beyond", claim, stat, thr, "neutral at EARLY_STOP", "no epoch so early", None)
-    per = early.groupby("seed")["gap"].mean()
-    ours = ", ".join(
-        f"{pct(v, signed=True)} (world {s}, {int((early['seed'] == s).sum())} epochs)" for s, v in per.items()
+    epochs = window(records)
+    claim = f"{label}: Unknown examples do not hurt before they are fitted (Sec. 4.2-4.3)"
+    stat = (
+        f"D - D_Known on test ({PCT}% Unknown), per question over the epochs from D_Known's EARLY_STOP "
+        f"with < {speed.FEW_UNKNOWN:.0%} of Unknown fitted"
     )
+    thr = f">= -{100 * harm.MARGIN:g} points (finding 2's margin)"
+    key = f"size.follows_fitting.{label.replace(' ', '_')}"
+    if not epochs:
+        return Check(
+            key,
+            None,
+            "beyond",
+            claim,
+            stat,
+            thr,
+            "neutral at EARLY_STOP",
+            "no epoch in the window: Unknown examples fitted before the format was learned",
+            None,
+        )
+    test = records[(records["split"] == "test") & records["epoch"].isin(epochs)]
+    flags = test.pivot_table(index="example", columns="variant", values="correct", aggfunc="mean")
+    m = significance.chunked_mean((flags[f"unknown_{PCT}"] - flags[f"known_{PCT}"]).to_numpy(dtype=float))
+    where = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
     return Check(
-        key, None, "beyond", claim, stat, thr, "neutral at EARLY_STOP", f"{ours} points", bool((per >= -MARGIN).all())
+        key,
+        None,
+        "beyond",
+        claim,
+        stat,
+        thr,
+        "neutral at EARLY_STOP",
+        f"{pct(m.mean, signed=True)} points (SE {100 * m.se:.1f}) over {where}",
+        bool(m.mean >= -harm.MARGIN),
+        **numbers(m.mean, -harm.MARGIN, "above", se=m.se),
     )
 
 
@@ -143,20 +181,19 @@ def results(setup) -> Chapter:
         label = f"d_model {int(d)}"
         try:
             rec = s.records([f"unknown_{PCT}", f"known_{PCT}"], seeds=[seed])
-        except VariantError as err:  # a model that knows too little to supply D's Known examples
+            qa = s.records(["unknown_0"], seeds=[seed], ft_format=speed.PRETRAINING_FORMAT)
+        except VariantError as err:  # a model that knows too little to supply D's (or D_Known's) examples
             rows.append({"d_model": int(d), "|D|": size4, "not built": str(err).splitlines()[0]})
             checks.append(_not_built(label, str(err).splitlines()[0]))
             continue
-        qa = s.records(["unknown_0"], seeds=[seed], ft_format=speed.PRETRAINING_FORMAT)
-        tables = s.tables()
+        tables = s.tables().query("seed == @seed")  # the book's own setup holds every world
         rows.append(summary_row(int(d), s.preps[seed].model_path, size4, rec, qa, tables))
         checks += [
             dataclasses.replace(c, key=f"{c.key}.{int(d)}", claim=f"{label}: {c.claim}")
             for c in preconditions(rec, qa, tables)
         ]
-        cv = curves(rec).assign(d_model=int(d))
-        all_curves.append(cv)
-        checks.append(harm_follows_fitting(cv, label))
+        all_curves.append(curves(rec).assign(d_model=int(d)))
+        checks.append(harm_follows_fitting(rec, label))
     table = (
         pd.DataFrame(rows, columns=["d_model"]).set_index("d_model")
         if not rows
@@ -167,7 +204,7 @@ def results(setup) -> Chapter:
         if all_curves
         else pd.DataFrame(columns=["seed", "epoch", "gap", "unknown_fitted", "d_model"])
     )
-    return Chapter(8, {"sizes": table}, {"curves": cv}, checks, PROSE)
+    return Chapter(8, {"sizes": table}, {"curves": cv, "margin": harm.MARGIN}, checks, PROSE)
 
 
 PROSE = {

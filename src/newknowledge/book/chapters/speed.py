@@ -13,7 +13,7 @@ import pandas as pd
 
 from newknowledge.book.chapters import Chapter, converged, name, per_seed, saved, seeds_text, shares_of_unknown
 from newknowledge.evaluation import analysis, paper
-from newknowledge.evaluation.checks import Check, across, across_numbers, from_means, pct
+from newknowledge.evaluation.checks import Check, across, across_numbers, from_means, numbers, pct, weakest
 from newknowledge.evaluation.significance import chunked_mean
 
 ALPHA = 0.05
@@ -76,7 +76,7 @@ def few_unknown_at_early_stop(records: pd.DataFrame) -> Check:
     fit = analysis.fitted_at_early_stop(records)
     wide = fit.pivot_table(index=["variant", "seed"], columns="group", values="fitted")
     known_ok = wide.get("Known", pd.Series(dtype=float)).dropna() > 0.5
-    unknown_ok = wide.get("Unknown", pd.Series(dtype=float)).dropna() < 0.25
+    unknown_ok = wide.get("Unknown", pd.Series(dtype=float)).dropna() < FEW_UNKNOWN
     bad = sorted(set(known_ok[~known_ok].index) | set(unknown_ok[~unknown_ok].index))
     rng = lambda g: (
         f"{pct(wide[g].min())}-{pct(wide[g].max())}%"
@@ -168,7 +168,7 @@ def format_learned(records: pd.DataFrame, bar: float = 0.9) -> Check:
     )
 
 
-def no_erosion(records: pd.DataFrame, bar: float = 0.9) -> Check:
+def no_erosion(records: pd.DataFrame, bar: float = 0.9, missing: str = "no Known-only run") -> Check:
     """Setup (Sec. 4, Table 2): fine-tuning itself does not erase what the model knew.
 
     The paper's D_Known keeps its test accuracy from EARLY_STOP to CONVERGENCE (Figure 3,
@@ -183,6 +183,7 @@ def no_erosion(records: pd.DataFrame, bar: float = 0.9) -> Check:
 
     Args:
         records: the ``qa`` runs of ``unknown_0`` (any seeds).
+        missing: what ``ours`` says when there is no such run.
     """
     rec = records[(records["split"] == "dev") & (records["category"] == "HighlyKnown")]
     rec = rec[rec["variant"] == "unknown_0"]
@@ -190,13 +191,19 @@ def no_erosion(records: pd.DataFrame, bar: float = 0.9) -> Check:
     stat = "HighlyKnown dev accuracy at CONVERGENCE / at epoch 0, Known-only run in the pretraining format"
     thr = ">= 90% in every world"
     if rec.empty:
-        return Check("speed.erosion", None, "setup", claim, stat, thr, "flat", "no Known-only run", None)
-    kept = {}
+        return Check("speed.erosion", None, "setup", claim, stat, thr, "flat", missing, None)
+    kept, nums = {}, []
     for seed, g in rec.groupby("seed"):
-        acc = g.groupby("epoch")["correct"].mean()
-        kept[int(seed)] = acc.loc[acc.index.max()] / acc.loc[0] if acc.loc[0] > 0 else np.nan
-    ok = None if any(not np.isfinite(v) for v in kept.values()) else all(v >= bar for v in kept.values())
-    ours = ", ".join(f"{pct(v)}% (world {s})" for s, v in kept.items()) + " of epoch 0's accuracy kept"
+        acc = g.groupby("epoch")["correct"].agg(["mean", "size"])
+        first, last = acc.iloc[0], acc.loc[acc.index.max()]
+        ratio = last["mean"] / first["mean"] if first["mean"] > 0 else np.nan
+        kept[int(seed)] = (ratio, bool(ratio >= bar) if np.isfinite(ratio) else None)
+        # The binomial standard error of the last epoch's accuracy, over the epoch-0 accuracy.
+        se = np.sqrt(last["mean"] * (1 - last["mean"]) / last["size"]) / first["mean"] if first["mean"] > 0 else None
+        nums.append(numbers(ratio, bar, "above", se=se))
+    decided = [h for _, h in kept.values() if h is not None]
+    ok = None if not decided else (len(decided) == len(kept) and all(decided))  # every world, as across()
+    ours = ", ".join(f"{pct(v)}% (world {s})" for s, (v, _) in kept.items()) + " of epoch 0's accuracy kept"
     return Check(
         "speed.erosion",
         None,
@@ -207,6 +214,7 @@ def no_erosion(records: pd.DataFrame, bar: float = 0.9) -> Check:
         "D_Known flat from EARLY_STOP to CONVERGENCE (Figure 3)",
         ours,
         ok,
+        **weakest(nums),
     )
 
 
@@ -276,7 +284,9 @@ def checks(records: pd.DataFrame, tables: pd.DataFrame, known_only_qa: pd.DataFr
     return [
         zero_shot_below_probe(records, tables),
         format_learned(records),
-        no_erosion(records.iloc[:0] if known_only_qa is None else known_only_qa),
+        no_erosion(records.iloc[:0], missing="a real model: its pretraining format is not known")
+        if known_only_qa is None
+        else no_erosion(known_only_qa),
         early_stop_after_first_epoch(records),
         converged(records),
         known_fitted_faster(records),
@@ -284,6 +294,9 @@ def checks(records: pd.DataFrame, tables: pd.DataFrame, known_only_qa: pd.DataFr
         falls_after_peak(records),
     ]
 
+
+# "Few" Unknown examples fitted (finding 3's reading of Figure 4; chapter 8 uses the same).
+FEW_UNKNOWN = 0.25
 
 # The format pretraining wrote Q/A lines in (the probe's): fine-tuning in it has no format to teach.
 PRETRAINING_FORMAT = "qa"
@@ -333,7 +346,10 @@ def results(setup) -> Chapter:
     tables["curves"] = (100 * curves).round(1).iloc[::every]
     trade = tradeoff(records, variant)  # every early epoch (where EARLY_STOP falls), then every `every`-th
     tables["tradeoff"] = (100 * trade[(trade.index <= 10) | (trade.index % every == 0)]).round(1)
-    # The Known-only run in the pretraining format, every world (the erosion precondition).
+    # The Known-only run in the pretraining format, every world (the erosion precondition); a real
+    # model's pretraining format is not ours to know, so there the check is not decidable.
+    if setup.study.study.model:
+        return Chapter(3, tables, data, checks(records, setup.tables(), None), PROSE)
     known_only_qa = setup.records(["unknown_0"], ft_format=PRETRAINING_FORMAT)
     erosion = analysis.epoch_table(known_only_qa).set_index(["seed", "epoch"])[["dev_hk", "test"]]
     ep = erosion.index.get_level_values("epoch")
