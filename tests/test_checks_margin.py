@@ -77,11 +77,15 @@ def test_the_numbers_are_those_of_the_seed_nearest_to_failing():
     assert checks.weakest([]) == {}
 
 
-def test_across_seeds_gives_a_standard_error_only_with_several():
+def test_an_every_seed_check_is_as_far_from_its_bar_as_its_worst_seed():
     per = {0: (2.4, True), 1: (2.8, True), 2: (3.2, True)}
     nums = checks.across_numbers(per, 2.0, "above")
-    assert nums["value"] == pytest.approx(2.8) and nums["se"] == pytest.approx(0.4 / np.sqrt(3))
-    assert checks.margin(check(**nums)) == pytest.approx(0.8 * np.sqrt(3) / 0.4)
+    assert nums["value"] == pytest.approx(2.4) and nums["se"] == pytest.approx(0.4)  # the seeds' sd
+    assert checks.margin(check(**nums)) == pytest.approx(1.0) and nums["interval"] is None
+    # One seed failing beside two that pass easily: the margin is the failing seed's, negative.
+    failing = checks.across_numbers({0: (1.9, False), 1: (10.0, True), 2: (10.0, True)}, 2.0, "above")
+    assert checks.margin(check(**failing)) < 0
+    assert checks.across_numbers({0: (0.3, True), 1: (0.1, True)}, 0.5, "below")["value"] == pytest.approx(0.3)
     assert checks.across_numbers({0: (2.4, True)}, 2.0, "above")["se"] is None
 
 

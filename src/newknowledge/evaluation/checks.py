@@ -216,26 +216,31 @@ def across(
 def across_numbers(per_seed: dict[int, tuple[float, bool | None]], bar: float, direction: str) -> dict[str, Any]:
     """The numbers (:func:`numbers`) of a per-seed statistic that has no standard error of its own.
 
-    With several seeds: the mean over the seeds, its standard error across them (sd / sqrt(n)) and
-    the 95% interval :func:`across` shows.  With one seed: the value alone (no spread, so no margin).
+    Such a check holds only if it holds in every seed, so its margin is the worst seed's: the value
+    nearest to failing (the lowest for "above", the highest for "below", the largest in size for
+    "within"), in units of the seeds' standard deviation (how far another world's value may fall
+    from these), with no interval.  With one seed there is no spread, so no margin.
     """
     values = np.array([v for v, _ in per_seed.values()], dtype=float)
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return {}
+    worst = {"above": values.min(), "below": values.max(), "within": values[np.argmax(np.abs(values))]}[direction]
     if len(values) == 1:
-        return numbers(values[0], bar, direction)
-    m, lo, hi = mean_ci(values)
-    return numbers(m, bar, direction, se=values.std(ddof=1) / np.sqrt(len(values)), interval=(lo, hi))
+        return numbers(worst, bar, direction)
+    return numbers(worst, bar, direction, se=values.std(ddof=1))
 
 
 def table(checks: list[Check]) -> pd.DataFrame:
     """Checks as a display table, one row each, ``holds`` as ✓ / ✗ / –, and each check's :func:`margin_text`."""
+    cols = ["holds", "finding", "kind", "claim", "statistic", "threshold", "paper", "ours", "margin"]
+    if not checks:
+        return pd.DataFrame(columns=cols)
     df = pd.DataFrame([asdict(c) for c in checks])
     df["holds"] = df["holds"].map(mark)
     df["finding"] = df["finding"].map(lambda f: "" if f is None or pd.isna(f) else str(int(f)))
     df["margin"] = [margin_text(c) for c in checks]
-    return df[["holds", "finding", "kind", "claim", "statistic", "threshold", "paper", "ours", "margin"]]
+    return df[cols]
 
 
 def deciding(checks: list[Check], n: int = 3) -> list[Check]:
@@ -257,7 +262,7 @@ def deciding(checks: list[Check], n: int = 3) -> list[Check]:
     ordered = sorted(checks, key=key)  # stable: ties keep the chapter's order
     shown = ordered[:n]
     holding = [c for c in ordered if c.holds is True]
-    if holding and shown and all(c.holds is False for c in shown) and n > 1:
+    if holding and shown and not any(c.holds is True for c in shown) and n > 1:
         shown = shown[:-1] + holding[:1]
     return shown
 
