@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from newknowledge.book import findings
+from newknowledge.core import config
 from newknowledge.evaluation import checks, paper
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,13 @@ HOLDS = checks.Check("k", 2, "finding", "claim X", "s", "t", "p", "o", True)
 FAILS = checks.Check("f", 2, "finding", "claim Y", "s", "t", "p", "o", False)
 OPEN = checks.Check("u", 2, "finding", "claim U", "s", "t", "p", "o", None)
 SETUP = checks.Check("s", 1, "setup", "claim S", "s", "t", "p", "o", True)
+
+
+def _study(profile: str, **overrides):
+    """The study a build of ``profile`` runs (``overrides``: PARAMS given on the command line)."""
+    return config.from_params({**config.load_profile(profile), "profile": profile, **overrides})
+
+
 PNG = b"\x89PNG\r\n\x1a\n a figure"
 
 
@@ -72,7 +80,7 @@ def _findings_page(path: Path, profile: str, png: bytes | None = PNG) -> Path:
 
 
 def test_summary_record_has_every_row_its_verdict_and_the_build(tmp_path, monkeypatch):
-    record = findings.summary_record([(1, SETUP), (2, HOLDS), (2, FAILS), (2, OPEN)], "quick")
+    record = findings.summary_record([(1, SETUP), (2, HOLDS), (2, FAILS), (2, OPEN)], _study("quick"))
     labels = [r["label"] for r in record["rows"]]
     assert labels == ["setup", *map(str, range(1, 8)), "beyond"]  # the findings page's rows, in order
     rows = {r["label"]: r for r in record["rows"]}
@@ -82,7 +90,7 @@ def test_summary_record_has_every_row_its_verdict_and_the_build(tmp_path, monkey
     assert record["profile"] == "quick" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", record["date"])
     assert record["machine"]["cpu"] and record["machine"]["cores"] >= 1
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
-    path = findings.save_record([(2, FAILS)], "full")
+    path = findings.save_record([(2, FAILS)], _study("full"))
     assert path == tmp_path / "art" / "findings" / "full.json"
     assert json.loads(path.read_text())["rows"][2]["verdict"] == "does not hold"
 
@@ -107,7 +115,7 @@ def test_make_readme_writes_the_profile_column_and_keeps_the_others(tmp_path, mo
     out = subprocess.run(run, capture_output=True, text=True)  # no build yet: a clear error, nothing written
     assert out.returncode == 2 and "quick.json does not exist" in out.stderr and "make book" in out.stderr
 
-    findings.save_record([(2, HOLDS), (2, FAILS)], "quick")
+    findings.save_record([(2, HOLDS), (2, FAILS)], _study("quick"))
     before_perf = perf.read_text()
     out = subprocess.run(run, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -123,21 +131,26 @@ def test_make_readme_writes_the_profile_column_and_keeps_the_others(tmp_path, mo
     assert perf.read_text() == before_perf and "no benchmark tables" in out.stdout  # nothing measured
     assert not figure.exists() and "figure left as it was" in out.stdout  # no executed findings page
 
-    findings.save_record([(2, FAILS)], "full")
+    findings.save_record([(2, FAILS)], _study("full"))
     assert subprocess.run(run + ["--profile", "full"], capture_output=True, text=True).returncode == 0
     rows = tool.parse_table(readme.read_text())[1]
     assert rows["F2"][1:] == ["partly (1/2)", "does not hold (0/1)"]  # quick's kept, full's written
 
-    findings.save_record([(2, FAILS)], "paper")  # a profile the table has no column for: a clear error
+    findings.save_record([(2, FAILS)], _study("paper"))  # a profile the table has no column for: a clear error
     before = readme.read_text()
     out = subprocess.run(run + ["--profile", "paper"], capture_output=True, text=True)
     assert out.returncode == 2 and "no column for profile 'paper'" in out.stderr and "quick, full" in out.stderr
     assert readme.read_text() == before
 
+    findings.save_record([(2, HOLDS)], _study("quick", ft_lr=3e-5))  # a quick build with PARAMS: refused
+    out = subprocess.run(run, capture_output=True, text=True)
+    assert out.returncode == 2 and "parameters other than the profile's" in out.stderr
+    assert readme.read_text() == before
+
 
 def test_make_readme_puts_the_benchmark_tables_in_the_performance_page(tmp_path, monkeypatch):
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
-    findings.save_record([(2, HOLDS)], "quick")
+    findings.save_record([(2, HOLDS)], _study("quick"))
     readme, perf = _readme(tmp_path / "README.md"), _performance(tmp_path / "performance.md")
     bench = tmp_path / "results"
     bench.mkdir()
@@ -157,7 +170,7 @@ def test_make_readme_puts_the_benchmark_tables_in_the_performance_page(tmp_path,
 
 def test_make_readme_copies_the_figure_of_a_quick_build_only(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
-    findings.save_record([(2, HOLDS)], "quick")
+    findings.save_record([(2, HOLDS)], _study("quick"))
     readme, perf = _readme(tmp_path / "README.md"), _performance(tmp_path / "performance.md")
     figure = tmp_path / "static" / "readme_figure.png"
     args = ["--readme", str(readme), "--performance", str(perf), "--bench", str(tmp_path / "none")]
@@ -168,7 +181,7 @@ def test_make_readme_copies_the_figure_of_a_quick_build_only(tmp_path, monkeypat
     _findings_page(tmp_path / "findings.ipynb", "quick")
     assert tool.main(args) == 0 and figure.read_bytes() == PNG  # the PNG papermill recorded, byte for byte
     _findings_page(tmp_path / "findings.ipynb", "quick", png=None)
-    findings.save_record([(2, FAILS)], "quick")  # a new record, not written: the error comes first
+    findings.save_record([(2, FAILS)], _study("quick"))  # a new record, not written: the error comes first
     before = readme.read_text()
     assert tool.main(args) == 2 and "has no PNG output" in capsys.readouterr().err
     assert readme.read_text() == before and "holds (1/1)" in before

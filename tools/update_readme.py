@@ -2,7 +2,7 @@
 
     python tools/update_readme.py [--profile quick]
 
-- **Findings.** The findings page (notebooks/08_findings.ipynb) saves one record per build,
+- **Findings.** The findings page (notebooks/09_findings.ipynb) saves one record per build,
   ``<artifacts>/findings/<profile>.json`` (``newknowledge.book.findings.save_record``: each row's
   verdict, the build's date and machine). This script writes that record as ``profile``'s column of
   the README's findings table (between :data:`FINDINGS_START` and :data:`FINDINGS_END`) and keeps
@@ -204,10 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file() or not all(m in path.read_text() for m in (start, end)):
             return fail(f"{path} lacks the markers {start} ... {end}")
     readme = args.readme.read_text()
-    try:
-        table = findings_table(
-            block(readme, FINDINGS_START, FINDINGS_END), args.profile, json.loads(record_path.read_text())
+    record = json.loads(record_path.read_text())
+    if record.get("overridden"):
+        return fail(
+            f"{record_path.name}: the last {args.profile!r} build ran with parameters other than the "
+            f"profile's (PARAMS); the README's column is for the profile as committed: rebuild with "
+            f"make book PROFILE={args.profile}"
         )
+    try:
+        table = findings_table(block(readme, FINDINGS_START, FINDINGS_END), args.profile, record)
     except ValueError as e:
         return fail(f"{args.readme}: {e}")
     png = None

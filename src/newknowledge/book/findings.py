@@ -237,18 +237,24 @@ def _machine() -> dict:
     return {"cpu": " ".join(re.sub(r"\((R|TM)\)", "", cpu).split()), "cores": cores}
 
 
-def summary_record(collected: list[tuple[int, checks.Check]], profile: str) -> dict:
+def summary_record(collected: list[tuple[int, checks.Check]], study) -> dict:
     """This build's verdict per row of the findings page, with the build's date and machine.
 
-    ``make readme`` writes the record's verdicts as ``profile``'s column of the README's findings table.
+    ``make readme`` writes the record's verdicts as the profile's column of the README's findings table,
+    only for a build with the profile's own parameters (``overridden`` false).
 
     Returns:
-        ``{"profile", "date" (UTC, YYYY-MM-DD), "machine": {"cpu", "cores"}, "rows"}``, ``rows`` one
-        ``{"label", "title", "verdict", "held", "checks", "fragile"}`` per row of :func:`groups`, in its
-        order (``fragile``: :func:`newknowledge.evaluation.checks.verdict_fragile`).
+        ``{"profile", "date" (UTC, YYYY-MM-DD), "machine": {"cpu", "cores"}, "overridden", "rows"}``,
+        ``rows`` one ``{"label", "title", "verdict", "held", "checks", "fragile"}`` per row of
+        :func:`groups`, in its order (``fragile``: :func:`newknowledge.evaluation.checks.verdict_fragile`);
+        ``overridden``: the build's parameters differ from its profile's (``PARAMS`` on the command line).
     """
     import datetime
 
+    from newknowledge.core import config
+
+    profile = study.study.profile
+    own = config.from_params({**config.load_profile(profile), "profile": profile}) if profile_exists(profile) else None
     rows = []
     for label, title, items in groups(collected):
         cs = [c for _, c in items]
@@ -265,16 +271,23 @@ def summary_record(collected: list[tuple[int, checks.Check]], profile: str) -> d
             }
         )
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    return {"profile": profile, "date": date, "machine": _machine(), "rows": rows}
+    overridden = own is None or own.params() != study.params()
+    return {"profile": profile, "date": date, "machine": _machine(), "overridden": overridden, "rows": rows}
 
 
-def save_record(collected: list[tuple[int, checks.Check]], profile: str):
+def profile_exists(name: str) -> bool:
+    from newknowledge.core import config
+
+    return config.profile_path(name).is_file()
+
+
+def save_record(collected: list[tuple[int, checks.Check]], study):
     """Write :func:`summary_record` to ``<artifacts>/findings/<profile>.json`` (``make readme`` reads it)."""
     import json
 
     from newknowledge.core import store
 
-    path = store.artifacts_root() / "findings" / f"{profile}.json"
+    path = store.artifacts_root() / "findings" / f"{study.study.profile}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary_record(collected, profile), indent=1) + "\n")
+    path.write_text(json.dumps(summary_record(collected, study), indent=1) + "\n")
     return path
