@@ -145,7 +145,7 @@ def marked(acc: float, p: float, decimals: int = 1) -> str:
 
 
 def table2_html(sig: pd.DataFrame, caption: str) -> str:
-    """One duration of Table 2 as HTML from :func:`newknowledge.evaluation.stats.significance_table`'s rows.
+    """One duration of Table 2 as HTML from :func:`newknowledge.evaluation.significance.significance_table`'s rows.
 
     Args:
         sig: columns ``subset``, ``model``, ``accuracy``, ``p_value`` (one duration, one seed).

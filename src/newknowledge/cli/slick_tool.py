@@ -9,8 +9,7 @@ every chapter uses) on a practitioner's own data:
         --exemplars dev.jsonl --group-column relation \\
         --output train.slick.parquet --filter unknown
 
-- :func:`categorize_dataset` (also ``newknowledge.knowledge.slick.categorize_dataset``):
-  the Python API; :func:`main`: the command (``newknowledge-slick``, or
+- :func:`categorize_dataset`: the Python API; :func:`main`: the command (``newknowledge-slick``, or
   ``python -m newknowledge.cli.slick_tool``).
 - Output: the input rows plus ``p_greedy`` (P_correct(T=0)), ``p_sample``
   (P_correct(T>0)), ``p_any`` (exact estimator only) and ``category``; a summary

@@ -81,9 +81,7 @@ class PretrainConfig:
 
     pretrain_seed: int = 0  # corpus shuffling, initialisation and batch order
     statement_share: float = 0.7  # share of exposures written as statements (rest Q/A lines)
-    qa_templates: int = (
-        5  # Q/A line templates in the corpus (prompts.QA_TEMPLATES[:n]; the first is the probe's "Q: ... A: ...")
-    )
+    qa_templates: int = 5  # Q/A line templates in the corpus (QA_TEMPLATES[:n]; the first is the probe's)
     verify_share: float = 0.1  # extra verification line ("Check: ... Verdict: True/False") per exposure, for P(True)
     vocab_size: int = 2048  # byte-level BPE vocabulary
     d_model: int = 128
@@ -110,9 +108,7 @@ class SlickConfig:
     max_new_tokens: int = 16  # answers are cut at the end of the line
     estimator: str = "sampling"  # "sampling" (the paper's) or "exact" (see slick.py)
     slick_batch: int = 64  # prompts per forward pass (0: from the free GPU memory)
-    compare_n: int = (
-        200  # chapter 6: test questions categorised by both estimators; 0: auto (free GPU memory; 64 on CPU)
-    )
+    compare_n: int = 200  # chapter 6: questions categorised by both estimators; 0: auto (64 on CPU)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def train_step(
 
     Args:
         batches: per run, its batch of ``(input_ids, labels)`` pairs
-            (:func:`newknowledge.encode_examples`); labels are -100 off the answer.
+            (:func:`newknowledge.model.train_step.encode_examples`); labels are -100 off the answer.
     """
     A, B, T = len(runs), max(map(len, batches)), max(len(x) for b in batches for x, _ in b)
     ids = torch.full((A, B, T), pad, dtype=torch.long)

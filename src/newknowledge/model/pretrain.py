@@ -218,7 +218,8 @@ def train(
             if step >= total:
                 break
             if stop_after is not None and run_steps >= stop_after:
-                _save_checkpoint(ckpt, model, opt, step, pass_state, i, log, before + time.time() - t0)
+                if ckpt is not None:
+                    _save_checkpoint(ckpt, model, opt, step, pass_state, i, log, before + time.time() - t0)
                 bar.close()
                 return {}
             batch = blocks[i : i + cfg.pretrain_batch]  # (batch, block)
