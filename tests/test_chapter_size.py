@@ -101,10 +101,10 @@ def test_the_chapter_runs_each_size_on_one_world_with_one_d_and_names_a_size_it_
 
 
 def test_size_curves_draws_one_line_per_size_in_both_panels():
-    from newknowledge.book import plots
+    from newknowledge.book import plots_later
 
     cv = size.curves(_pair(BASE, lower(BASE, N // 10)))
     both = pd.concat([cv.assign(d_model=64), cv.assign(d_model=128)])
-    fig, axes = plots.size_curves(both, margin=0.02)
+    fig, axes = plots_later.size_curves(both, margin=0.02)
     assert [len(ax.get_lines()) for ax in axes] == [3, 3]  # two sizes and the zero line per panel
     assert axes[0].get_ylabel().startswith("D - D_Known") and "fitted" in axes[1].get_xlabel()

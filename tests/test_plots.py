@@ -15,7 +15,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.container import BarContainer, ErrorbarContainer  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from newknowledge.book import plots  # noqa: E402
+from newknowledge.book import plots, plots_later  # noqa: E402
 from newknowledge.evaluation import paper
 from newknowledge.evaluation.stats import LinearModelResult, mean_ci  # noqa: E402
 from newknowledge.knowledge import categories
@@ -205,7 +205,7 @@ def test_linear_fit_scatter_equation():
     )
     pts["acc"] = 0.369 + 0.073 * pts["kn"] - 0.083 * pts["unk"]
     res = LinearModelResult(b0=0.369, b_kn=0.073, b_unk=-0.083, ci={}, r2=0.86, n=5, n_clusters=None, summary="")
-    _, ax = plots.linear_fit(pts, res)
+    _, ax = plots_later.linear_fit(pts, res)
     assert len(ax.collections) == 3  # one scatter per variant
     xy = np.vstack([c.get_offsets() for c in ax.collections])
     assert np.allclose(xy[:, 0], xy[:, 1])  # exact fit: predicted == observed
@@ -224,7 +224,7 @@ def test_table2_heatmap_two_panels_bold_best():
             for j, s in enumerate(subsets)
         ]
     )
-    fig, axes = plots.table2_heatmap(acc)
+    fig, axes = plots_later.table2_heatmap(acc)
     assert len(axes) == 2 and [a.get_title() for a in axes] == ["EARLY_STOP", "CONVERGENCE"]
     assert all(len(a.texts) == 3 * 5 for a in axes)
     assert [t.get_text() for t in axes[0].get_yticklabels()] == variants
@@ -244,7 +244,7 @@ def test_threshold_sweep_lines_and_markers():
         ]
     )
     pts = pd.DataFrame({"label": ["SliCK Unknown"], "share": [0.36], "accuracy": [0.03]})
-    _, ax = plots.threshold_sweep(sweep, pts)
+    _, ax = plots_later.threshold_sweep(sweep, pts)
     assert len(ax.get_lines()) == 2 and len(ax.collections) == 1
     assert np.allclose(ax.collections[0].get_offsets(), [[36, 3]])
     assert np.allclose(ax.get_lines()[0].get_xdata(), [10, 30, 50])
@@ -259,7 +259,7 @@ def test_idk_bars_two_metrics_per_group():
             "answered": [1, 1, 0.587, 0.556],
         }
     )
-    _, ax = plots.idk_bars(table)
+    _, ax = plots_later.idk_bars(table)
     bars = _bars(ax)
     assert len(bars) == 2 and all(len(b) == 4 for b in bars)
     assert np.allclose([p.get_height() for p in bars[0]], [43, 38.8, 61.8, 61.8])
@@ -294,7 +294,7 @@ def test_table2_given_axes_and_seed_note():
         ]
     )
     fig, given = plt.subplots(1, 2)
-    out_fig, axes = plots.table2_heatmap(acc, ax=given)
+    out_fig, axes = plots_later.table2_heatmap(acc, ax=given)
     assert out_fig is fig and list(axes) == list(given)
     assert "2 seeds" in fig._suptitle.get_text()
     assert axes[0].texts[0].get_text() == "55.0"  # mean over the two seeds
@@ -310,7 +310,7 @@ def test_threshold_sweep_pairs_seeds_by_threshold():
             "accuracy": [0.1, 0.2, 0.12, 0.22, 0.11, 0.21],
         }
     )
-    _, ax = plots.threshold_sweep(sweep)
+    _, ax = plots_later.threshold_sweep(sweep)
     line = ax.get_lines()[0]
     assert np.allclose(line.get_xdata(), [15, 35]) and np.allclose(line.get_ydata(), [11, 21])
     assert len(_bands(ax)) == 1 and "3 seeds" in ax.get_legend().get_title().get_text()
