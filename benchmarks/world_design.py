@@ -340,7 +340,7 @@ def screen(args) -> None:
                 "kind": "prepare",
                 "d_model": args.d_model,
                 "world_seed": ws,
-                "rule_D": prep.size,
+                "rule_D": variants.dataset_size(prep.train),  # the rule as it is, below 100 too (criterion f)
                 "prepare_wall_s": round(time.time() - t0, 1),
                 **prepare_checks(prep),
                 **format_check(prep),
@@ -353,7 +353,7 @@ def screen(args) -> None:
                 if key in done:
                     continue
                 cfg = dataclasses.replace(prep.study.finetune, ft_lr=lr, section4_size=size)
-                data = variants.build(prep.train, "unknown_0", size=size or prep.size, seed=ws)
+                data = variants.build(prep.train, "unknown_0", size=size or variants.dataset_size(prep.train), seed=ws)
                 paths, t1 = [], time.time()
                 for fmt in ("paper", "qa"):
                     spec = run_store.RunSpec(
