@@ -58,6 +58,25 @@ def window(records: pd.DataFrame) -> list[int]:
     return [int(e) for e in fitted.index if e >= start and fitted[e] < speed.FEW_UNKNOWN]
 
 
+def _head(label: str) -> tuple:
+    """Key, finding, kind, claim, statistic, threshold and the paper's side of the size check."""
+    claim = f"{label}: Unknown examples do not hurt before they are fitted (Sec. 4.2-4.3)"
+    stat = (
+        f"D - D_Known on test ({PCT}% Unknown), per question over the epochs from D_Known's EARLY_STOP "
+        f"with < {speed.FEW_UNKNOWN:.0%} of Unknown fitted"
+    )
+    thr = f">= -{100 * harm.MARGIN:g} points (finding 2's margin)"
+    return (
+        f"size.follows_fitting.{label.replace(' ', '_')}",
+        None,
+        "beyond",
+        claim,
+        stat,
+        thr,
+        "neutral at EARLY_STOP",
+    )
+
+
 def harm_follows_fitting(records: pd.DataFrame, label: str) -> Check:
     """Beyond the paper (Sec. 4.2-4.3): Unknown examples hurt through being fitted, not before.
 
@@ -73,56 +92,20 @@ def harm_follows_fitting(records: pd.DataFrame, label: str) -> Check:
         records: ``unknown_<PCT>`` and ``known_<PCT>`` records of one model size and one world.
     """
     epochs = window(records)
-    claim = f"{label}: Unknown examples do not hurt before they are fitted (Sec. 4.2-4.3)"
-    stat = (
-        f"D - D_Known on test ({PCT}% Unknown), per question over the epochs from D_Known's EARLY_STOP "
-        f"with < {speed.FEW_UNKNOWN:.0%} of Unknown fitted"
-    )
-    thr = f">= -{100 * harm.MARGIN:g} points (finding 2's margin)"
-    key = f"size.follows_fitting.{label.replace(' ', '_')}"
+    head = _head(label)
     if not epochs:
-        return Check(
-            key,
-            None,
-            "beyond",
-            claim,
-            stat,
-            thr,
-            "neutral at EARLY_STOP",
-            "no epoch in the window: Unknown examples fitted before the format was learned",
-            None,
-        )
+        return Check(*head, "no epoch in the window: Unknown examples fitted before the format was learned", None)
     test = records[(records["split"] == "test") & records["epoch"].isin(epochs)]
     flags = test.pivot_table(index="example", columns="variant", values="correct", aggfunc="mean")
     m = significance.chunked_mean((flags[f"unknown_{PCT}"] - flags[f"known_{PCT}"]).to_numpy(dtype=float))
     where = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
-    return Check(
-        key,
-        None,
-        "beyond",
-        claim,
-        stat,
-        thr,
-        "neutral at EARLY_STOP",
-        f"{pct(m.mean, signed=True)} points (SE {100 * m.se:.1f}) over {where}",
-        bool(m.mean >= -harm.MARGIN),
-        **numbers(m.mean, -harm.MARGIN, "above", se=m.se),
-    )
+    ours = f"{pct(m.mean, signed=True)} points (SE {100 * m.se:.1f}) over {where}"
+    return Check(*head, ours, bool(m.mean >= -harm.MARGIN), **numbers(m.mean, -harm.MARGIN, "above", se=m.se))
 
 
 def _not_built(label: str, why: str) -> Check:
     """The check of a size whose data set cannot be drawn: not decidable, with the reason."""
-    return Check(
-        f"size.follows_fitting.{label.replace(' ', '_')}",
-        None,
-        "beyond",
-        f"{label}: Unknown examples do not hurt before they are fitted (Sec. 4.3-4.4)",
-        "",
-        "",
-        "neutral at EARLY_STOP",
-        f"D cannot be drawn: {why}",
-        None,
-    )
+    return Check(*_head(label), f"D cannot be drawn: {why}", None)
 
 
 def preconditions(records: pd.DataFrame, known_only_qa: pd.DataFrame, tables: pd.DataFrame) -> list[Check]:
