@@ -1,5 +1,6 @@
 """Run every benchmark (``make bench``): SliCK, the SliCK command, training and evaluation, grouped
-fine-tuning, bf16 autocast, book chapters, the pretraining-length curve (its built points).
+fine-tuning, the profile of one fine-tuning epoch, bf16 autocast, book chapters, the pretraining-length
+curve (its built points).
 
 Each script prints its tables and writes CSV files to ``benchmarks/results/``.
 Extra arguments go to every script that accepts them, e.g. ``--quick``:
@@ -21,6 +22,7 @@ QUICK = {
     "bench_slick_tool.py": ["--n", "20"],
     "bench_finetune.py": ["--steps", "5", "--eval-n", "100", "--repeats", "1"],
     "bench_grouped.py": ["--size", "100", "--eval-n", "540"],
+    "bench_epoch_profile.py": ["--settings", "quick", "--epochs", "1"],
     "bench_bf16.py": ["--steps", "1", "--repeats", "1", "--n", "10"],
     "bench_book.py": [],
     "bench_pretrain_length.py": [],

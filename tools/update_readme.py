@@ -46,6 +46,7 @@ BENCH_ORDER = (
     "bench_eval",
     "bench_grouped",
     "bench_grouped_epoch",
+    "bench_epoch_profile",
     "bf16",
     "bench_pretrain_length",
 )
