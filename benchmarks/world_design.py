@@ -385,6 +385,72 @@ def screen(args) -> None:
                     f.write(json.dumps(row, default=float) + "\n")
 
 
+def confirm_params(d_model: int, size: int, lr: float, world_seed: int) -> dict:
+    """The book's parameters for one candidate (research-log E13): ``full``'s recipe on the study world,
+    one world (``seeds: [world_seed]``, ``seed_scope: world``), one worker, the screen's models."""
+    params = dict(config.load_profile("full"))
+    params.update({k: V3_WORLD[k] for k in ("n_train", "n_dev", "n_test", "n_ood_test", "pretrain_threads")})
+    params.update(d_model=d_model, section4_size=size, ft_lr=lr, seeds=[world_seed], workers=1)
+    return params
+
+
+def run_summary(rec: pd.DataFrame) -> dict:
+    """Per run: EARLY_STOP epoch, HighlyKnown dev accuracy and Unknown fitted there, train accuracy at
+    CONVERGENCE, and HighlyKnown dev accuracy at epoch 0 and at CONVERGENCE (the erosion rule)."""
+    ep = analysis.epoch_table(rec).merge(analysis.early_stop(rec), on=analysis.RUN)
+    out = {}
+    for v, e in ep.groupby("variant"):
+        e = e.set_index("epoch")
+        es, conv = int(e["early_stop"].iloc[0]), int(e["convergence"].iloc[0])
+        out[v] = {
+            "es_epoch": es,
+            "dev_hk_es": float(e.loc[es, "dev_hk"]),
+            "unknown_fit_es": float(e.loc[es, "unknown_fitted"]),
+            "train_conv": float(e.loc[conv, "train"]),
+            "dev_hk_0": float(e.loc[0, "dev_hk"]),
+            "dev_hk_conv": float(e.loc[conv, "dev_hk"]),
+            "epochs": conv,
+        }
+    return out
+
+
+def confirm(args) -> None:
+    """World v3's staged confirmation (research-log E13): C1 the smallest surviving rate at which both
+    all-Unknown runs converge, C2 unknown_0 and the Known-only ``qa`` run at that rate; the book's own
+    runs (grouped, cached), a row appended after each stage."""
+    out = RESULTS / "world_v3.jsonl"
+    ws = args.world_seed
+    c1_rate = None
+    for lr in sorted(args.lrs):
+        s = pipeline.setup(config.from_params(confirm_params(args.d_model, args.size, lr, ws)))
+        t0 = time.time()
+        runs = run_summary(s.records(["unknown_100", "Unknown"]))
+        converged = all(r["train_conv"] >= CONVERGED for r in runs.values())
+        row = {"kind": "confirm_c1", "d_model": args.d_model, "section4_size": args.size, "ft_lr": lr}
+        row.update(world_seed=ws, wall_s=round(time.time() - t0, 1), runs=runs, converged=converged)
+        row["sec_per_group_epoch"] = seconds_per_epoch(s.runs)
+        print(json.dumps(row, default=float))
+        with open(out, "a") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+        c1_rate = lr
+        if converged:
+            break
+    t0 = time.time()
+    paper = run_summary(s.records(["unknown_0"]))["unknown_0"]
+    qa = run_summary(s.records(["unknown_0"], ft_format="qa"))["unknown_0"]
+    row = {"kind": "confirm_c2", "d_model": args.d_model, "section4_size": args.size, "ft_lr": c1_rate}
+    row.update(world_seed=ws, wall_s=round(time.time() - t0, 1), c1_converged=converged, paper=paper, qa=qa)
+    row["qa_keep"] = qa["dev_hk_conv"] / qa["dev_hk_0"]
+    row["pass_a_unknown_0"] = paper["dev_hk_es"] >= 0.9
+    row["pass_b"] = row["qa_keep"] >= 0.9
+    print(json.dumps(row, default=float))
+    with open(out, "a") as f:
+        f.write(json.dumps(row, default=float) + "\n")
+
+
+CONVERGED = 0.99  # CONVERGENCE: train accuracy at epoch 50 (E10, criterion d)
+
+
 def main() -> None:
     if len(__import__("sys").argv) > 1 and __import__("sys").argv[1] == "screen":
         ap = argparse.ArgumentParser(description="World v3 screening (research-log E10)")
@@ -396,6 +462,15 @@ def main() -> None:
         ap.add_argument("--epochs", type=int, default=10)
         RESULTS.mkdir(exist_ok=True)
         return screen(ap.parse_args())
+    if len(__import__("sys").argv) > 1 and __import__("sys").argv[1] == "confirm":
+        ap = argparse.ArgumentParser(description="World v3 confirmation, stages C1-C2 (research-log E13)")
+        ap.add_argument("cmd", choices=["confirm"])
+        ap.add_argument("--d-model", type=int, required=True)
+        ap.add_argument("--size", type=int, required=True, help="section 4's |D|")
+        ap.add_argument("--lrs", type=float, nargs="+", required=True, help="the screen's surviving rates")
+        ap.add_argument("--world-seed", type=int, default=0)
+        RESULTS.mkdir(exist_ok=True)
+        return confirm(ap.parse_args())
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("candidate", choices=sorted(CANDIDATES))
     ap.add_argument("--world-seeds", type=int, nargs="+", default=[0])

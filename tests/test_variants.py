@@ -15,6 +15,8 @@ from newknowledge.finetuning.variants import (
     natural,
     relabel_idk,
     relation_quotas,
+    section4_max,
+    section4_quotas,
     single_category,
     summary,
     unknown_mix,
@@ -80,6 +82,40 @@ def test_quotas_rescale_to_other_size():
     assert sum(relation_quotas(TABLE, 7).values()) == 7
 
 
+# --- section 4 beyond |D| (section4_size, research-log E13) ------------------
+
+
+def test_section4_quotas_up_to_the_rule_are_the_papers_mix():
+    assert section4_quotas(TABLE, 20) == QUOTAS
+    assert section4_quotas(TABLE, 10) == relation_quotas(TABLE, 10)
+
+
+def test_section4_quotas_beyond_the_rule_use_min_known_unknown():
+    # min(Known, Unknown): P1 min(15, 10) = 10, P2 min(24, 12) = 12, P3 min(27, 20) = 20, P4 min(6, 5) = 5.
+    assert section4_max(TABLE) == 47
+    assert section4_quotas(TABLE, 47) == {"P1": 10, "P2": 12, "P3": 20, "P4": 5}
+    for pct in (0, 50, 100):  # both ends build at the largest size (the four-category mix could not)
+        v = unknown_mix(TABLE, pct, size=47, seed=1)
+        assert len(v) == 47 and (v["category"] == "Unknown").sum() == round(pct * 47 / 100)
+    with pytest.raises(VariantError, match="P2 needs 19 Unknown"):
+        _four_category_mix_at(47)
+
+
+def _four_category_mix_at(size: int) -> None:
+    """The four-category rule's mix scaled to ``size``, all Unknown (what section 4 drew before E13)."""
+    from newknowledge.finetuning.variants import _sample
+
+    plan = [(r, "Unknown", ("Unknown",), q) for r, q in relation_quotas(TABLE, size).items()]
+    _sample(TABLE, plan, __import__("numpy").random.default_rng(0))
+
+
+def test_section4_quotas_refuse_sizes_beyond_the_two_groups():
+    with pytest.raises(VariantError, match="section4_size 48 exceeds.*47"):
+        section4_quotas(TABLE, 48)
+    with pytest.raises(VariantError, match="exceeds"):
+        build(TABLE, "unknown_100", size=48)
+
+
 # --- unknown_mix ------------------------------------------------------------
 
 
@@ -131,19 +167,19 @@ def test_unknown_mix_bad_pct():
 
 
 def test_shortage_unknown_message():
-    table = make_table({"P17": (2, 2, 2, 2)})
+    table = make_table({"P17": (2, 2, 2, 2)})  # min(Known 6, Unknown 2) = 2
     with pytest.raises(VariantError) as err:
         unknown_mix(table, 50, size=8)
-    assert str(err.value) == "relation P17 needs 4 Unknown examples but has 2 (short by 2)"
+    assert str(err.value).startswith("section4_size 8 exceeds")
+    assert "min(Known, Unknown) is 2" in str(err.value) and "Lower section4_size" in str(err.value)
 
 
-def test_shortage_known_message_and_all_relations_listed():
-    table = make_table({"P17": (2, 2, 2, 2), "P19": (1, 1, 1, 1)})  # quotas 2, 1
-    with pytest.raises(VariantError) as err:
-        unknown_mix(table, 0, size=30)  # quotas 20, 10 all Known
-    msg = str(err.value)
-    assert "relation P17 needs 20 Known examples but has 6 (short by 14)" in msg
-    assert "relation P19 needs 10 Known examples but has 3 (short by 7)" in msg
+def test_shortage_known_side_also_bounds_section4():
+    table = make_table({"P17": (1, 0, 0, 9), "P19": (1, 1, 1, 1)})  # min(K, U): P17 1, P19 1; rule |D| 1
+    assert section4_max(table) == 2
+    assert len(unknown_mix(table, 0, size=2)) == 2
+    with pytest.raises(VariantError, match="is 2"):
+        unknown_mix(table, 0, size=3)
 
 
 def test_shortage_single_category():

@@ -10,6 +10,10 @@ the SliCK category from Sec. 3) and has the same size |D|:
   *quota*.
 - ``unknown_X`` (Sec. 4): X% Unknown and (100-X)% Known examples, X% of each
   relation's quota being Unknown, so the relation mix does not change with X.
+  Section 4 may be larger than |D| (``section4_size``, research-log E13): it
+  needs only Known and Unknown examples, so beyond |D| a relation's quota is
+  the smaller of its Known and Unknown counts (the paper's rule over the two
+  groups section 4 draws from), rescaled (:func:`section4_quotas`).
 - ``known_X`` (Sec. 4.2, D_Known): ``unknown_X`` with its Unknown rows removed,
   size (1-X/100)|D|.
 - ``HighlyKnown``/``MaybeKnown``/``WeaklyKnown``/``Unknown`` and ``natural``
@@ -106,6 +110,43 @@ def relation_quotas(categorized: pd.DataFrame, size: int | None = None) -> dict[
     if sum(base.values()) == 0 and size > 0:
         raise VariantError("every relation lacks some category, so |D| = 0")
     return _largest_remainder({r: Fraction(q) for r, q in base.items()}, int(size))
+
+
+def section4_quotas(categorized: pd.DataFrame, size: int) -> dict[str, int]:
+    """Per-relation counts of a section-4 variant (``unknown_X``) of ``size`` examples.
+
+    Up to |D| (:func:`dataset_size`) these are :func:`relation_quotas`, the paper's
+    mix (Sec. 4.1: one |D| and mix for sections 4 and 5). A larger section 4
+    (``section4_size``) needs only the two groups it draws from, so its quota per
+    relation is the smaller of the relation's Known and Unknown counts, rescaled:
+    both D with 100% Unknown and D with 0% Unknown can then be built up to the sum
+    of those minima (:func:`section4_max`).
+
+    Raises:
+        VariantError: ``size`` above :func:`section4_max`.
+    """
+    if size <= dataset_size(categorized):
+        return relation_quotas(categorized, size)
+    base = _two_group_minima(categorized)
+    if size > sum(base.values()):
+        raise VariantError(
+            f"section4_size {size} exceeds what Known and Unknown examples can supply with one relation mix: "
+            f"the sum over relations of min(Known, Unknown) is {sum(base.values())}. Lower section4_size "
+            "(0 uses the paper's rule), or grow the world (n_train)."
+        )
+    return _largest_remainder({r: Fraction(q) for r, q in base.items()}, int(size))
+
+
+def section4_max(categorized: pd.DataFrame) -> int:
+    """The largest section-4 |D|: the sum over relations of min(Known, Unknown) (at least the rule's |D|)."""
+    return max(dataset_size(categorized), sum(_two_group_minima(categorized).values()))
+
+
+def _two_group_minima(categorized: pd.DataFrame) -> dict[str, int]:
+    _check(categorized)
+    unknown = categorized["category"].eq("Unknown")
+    counts = pd.crosstab(categorized["relation"].astype(str), unknown).reindex(columns=[False, True], fill_value=0)
+    return {str(r): int(counts.loc[r].min()) for r in sorted(counts.index, key=str)}
 
 
 # Below this |D| the study's comparisons lose their meaning: a 50% Unknown variant would hold fewer
@@ -220,7 +261,7 @@ def unknown_mix(categorized: pd.DataFrame, pct_unknown: float, size: int | None 
     """
     if not 0 <= pct_unknown <= 100:
         raise VariantError(f"pct_unknown must lie in [0, 100], got {pct_unknown}")
-    quotas = relation_quotas(categorized, size)
+    quotas = relation_quotas(categorized) if size is None else section4_quotas(categorized, size)
     total = sum(quotas.values())
     share = Fraction(pct_unknown) / 100
     n_unknown = _round_half_up(share * total)
