@@ -38,6 +38,13 @@ skips what is there (the runs keep their checkpoints, so a 50-epoch run later
 continues them; pretraining resumes from its checkpoint):
 
     python benchmarks/world_design.py screen --d-model 128 --sizes 0 400 600 --lrs 1e-4 5e-5 3e-5 1e-5
+
+Then the staged confirmation (research-log E13) with the book's own runs: C1-C2 (the rate at which the
+all-Unknown runs converge; unknown_0 and the Known-only ``qa`` run at it), and C3 (chapters 1-3, 5, 7 of
+the book on one world, scored against E10's criteria (a)-(f)):
+
+    python benchmarks/world_design.py confirm --d-model 256 --size 600 --lrs 1e-4 5e-5 3e-5 1e-5
+    python benchmarks/world_design.py confirm-book --d-model 256 --size 600 --lr 3e-5 --world-seed 0
 """
 
 from __future__ import annotations
@@ -451,6 +458,48 @@ def confirm(args) -> None:
 CONVERGED = 0.99  # CONVERGENCE: train accuracy at epoch 50 (E10, criterion d)
 
 
+def confirm_book(args) -> None:
+    """Stage C3 (research-log E13): the book's chapters 1, 2, 3, 5 and 7 on one world with the candidate's
+    parameters (cached runs are read, the rest trained), then E10's criteria (a)-(f), a row appended."""
+    from newknowledge.book import chapters
+
+    ws = args.world_seed
+    params = confirm_params(args.d_model, args.size, args.lr, ws)
+    params["workers"] = args.workers
+    s = pipeline.setup(config.from_params(params))
+    t0 = time.time()
+    chs = {n: chapters.module(n).results(s) for n in (1, 2, 3, 5, 7)}
+    wall = round(time.time() - t0, 1)
+    runs = {}
+    for path in s.runs:
+        fmt = json.loads((Path(path) / "config.json").read_text()).get("ft_format")
+        for v, r in run_summary(run_store.load_records([path])).items():
+            runs[v if fmt == prep_format(s) else f"{v} ({fmt})"] = r
+    ch2 = pipeline.section4_variants(s.study)
+    book_runs = {v: r for v, r in runs.items() if "(" not in v}  # chapters 2, 5, 7 (paper format)
+    qa = runs.get("unknown_0 (qa)")
+    prep = s.preps[ws]
+    checks = {c.key: c.holds for n in (1, 3) for c in chs[n].checks if c.kind == "setup"}
+    crit = {
+        "a": all(runs[v]["dev_hk_es"] >= 0.9 for v in ch2),
+        "b": qa is not None and qa["dev_hk_conv"] >= 0.9 * qa["dev_hk_0"],
+        "c": all(r["es_epoch"] > 1 for r in book_runs.values()),
+        "d": all(r["train_conv"] >= CONVERGED for r in book_runs.values()),
+        "e": bool(checks.get("speed.zero_shot")),
+        "f": all(h for k, h in checks.items() if k.startswith("knowledge.")) and min(prep.size, prep.size4) >= 100,
+    }
+    row = {"kind": "confirm_c3", "d_model": args.d_model, "section4_size": args.size, "ft_lr": args.lr}
+    row.update(world_seed=ws, wall_s=wall, criteria=crit, met=sum(crit.values()), rule_D=prep.size, D4=prep.size4)
+    row.update(setup_checks=checks, runs=runs)
+    print(json.dumps(row, default=float, indent=1))
+    with open(RESULTS / "world_v3.jsonl", "a") as f:
+        f.write(json.dumps(row, default=float) + "\n")
+
+
+def prep_format(s) -> str:
+    return s.study.finetune.ft_format
+
+
 def main() -> None:
     if len(__import__("sys").argv) > 1 and __import__("sys").argv[1] == "screen":
         ap = argparse.ArgumentParser(description="World v3 screening (research-log E10)")
@@ -471,6 +520,16 @@ def main() -> None:
         ap.add_argument("--world-seed", type=int, default=0)
         RESULTS.mkdir(exist_ok=True)
         return confirm(ap.parse_args())
+    if len(__import__("sys").argv) > 1 and __import__("sys").argv[1] == "confirm-book":
+        ap = argparse.ArgumentParser(description="World v3 confirmation, stage C3 (research-log E13)")
+        ap.add_argument("cmd", choices=["confirm-book"])
+        ap.add_argument("--d-model", type=int, required=True)
+        ap.add_argument("--size", type=int, required=True, help="section 4's |D|")
+        ap.add_argument("--lr", type=float, required=True, help="the rate C1 chose")
+        ap.add_argument("--world-seed", type=int, default=0)
+        ap.add_argument("--workers", type=int, default=1)
+        RESULTS.mkdir(exist_ok=True)
+        return confirm_book(ap.parse_args())
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("candidate", choices=sorted(CANDIDATES))
     ap.add_argument("--world-seeds", type=int, nargs="+", default=[0])
