@@ -354,7 +354,7 @@ def screen(args) -> None:
             }
             with open(out, "a") as f:
                 f.write(json.dumps(row, default=float) + "\n")
-        for size in args.sizes:
+        for size in args.sizes if args.epochs else []:  # --epochs 0: the world's model and its row only
             for lr in args.lrs:
                 key = ("screen", args.d_model, size, lr, ws)
                 if key in done:
@@ -508,7 +508,7 @@ def main() -> None:
         ap.add_argument("--sizes", type=int, nargs="+", default=[0, 400, 600], help="section 4's |D| (0: the rule)")
         ap.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 5e-5, 3e-5, 1e-5])
         ap.add_argument("--world-seeds", type=int, nargs="+", default=[0])
-        ap.add_argument("--epochs", type=int, default=10)
+        ap.add_argument("--epochs", type=int, default=10, help="0: pretrain and categorise only (a prepare row)")
         RESULTS.mkdir(exist_ok=True)
         return screen(ap.parse_args())
     if len(__import__("sys").argv) > 1 and __import__("sys").argv[1] == "confirm":
