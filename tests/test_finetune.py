@@ -119,3 +119,25 @@ def test_harm_table_pairs_d_with_d_known():
     assert set(h.loc[h.data == "D_Known", "pct_unknown"]) == {0.0, 50.0}
     es = h[(h.duration == "EARLY_STOP") & (h.data == "D") & (h.pct_unknown == 50)]
     assert es["accuracy"].item() == 0.75
+
+
+def test_a_run_in_training_is_locked_and_a_second_caller_waits_then_reads_it(tiny_model_path, tiny_world):
+    import fcntl
+    import threading
+
+    train, ev = _data(tiny_world)
+    spec = run_store.RunSpec(str(tiny_model_path), "unknown_0", 3, CFG)
+    path = finetune.train_run(spec, train, ev)
+    stamp = (path / "epoch_003.parquet").stat().st_mtime_ns
+    with run_store.claimed([path]):  # as another build would hold it while training
+        with open(path / ".lock") as f, pytest.raises(BlockingIOError):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = threading.Thread(target=finetune.train_run, args=(spec, train, ev))
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive()  # waits for the holder
+    second.join(timeout=30)
+    assert not second.is_alive()  # then finds the run done and trains nothing
+    assert (path / "epoch_003.parquet").stat().st_mtime_ns == stamp
+    with open(path / ".lock") as f:  # released
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

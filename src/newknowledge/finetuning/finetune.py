@@ -100,10 +100,17 @@ def train_run(
     Returns:
         The run folder.
     """
-    cfg = spec.cfg
     path = run_store.run_dir(spec, train, evals)
+    with run_store.claimed([path]):  # another build training this run: wait, then re-read it
+        _train_unfinished(spec, train, evals, path, position, stop_after)
+    return path
+
+
+def _train_unfinished(spec, train, evals, path, position, stop_after) -> None:
+    """The body of :func:`train_run` under the run's lock: nothing if it is done, else from where it stopped."""
+    cfg = spec.cfg
     if (path / "done.json").exists():
-        return path
+        return
     run_store.begin(spec, path)
     torch.set_num_threads(cfg.ft_threads)
     torch.manual_seed(spec.seed)
@@ -136,7 +143,7 @@ def train_run(
     set_dropout(model, cfg.ft_dropout)
     for n, epoch in enumerate(bar):
         if stop_after is not None and n >= stop_after:
-            return path
+            return
         model.train()
         # Dropout masks from (seed, epoch), like the batch order: a resumed run replays its epochs exactly.
         torch.manual_seed(int(np.random.default_rng([spec.seed, epoch, 1]).integers(2**62)))
@@ -150,7 +157,6 @@ def train_run(
             {"model": _trainable_state(model), "opt": opt.state_dict()},
         )
     run_store.finish(path, cfg)
-    return path
 
 
 def set_dropout(model, p: float) -> int:

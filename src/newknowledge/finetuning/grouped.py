@@ -205,6 +205,15 @@ def train_group(
     if any((s.model_path, s.dtype, s.cfg) != (specs[0].model_path, specs[0].dtype, cfg) for s in specs):
         raise ValueError("a group's runs need the same model and config (they differ in data, variant and seed)")
     paths = [run_store.run_dir(s, t, e, in_group=True) for s, t, e in jobs]
+    with run_store.claimed(paths):  # another build training one of these runs: wait, then re-read it
+        _train_unfinished(jobs, paths, threads, stop_after, position)
+    return paths
+
+
+def _train_unfinished(jobs, paths, threads, stop_after, position) -> None:
+    """The body of :func:`train_group` under the runs' locks: each unfinished run from where it stopped."""
+    specs = [s for s, _, _ in jobs]
+    cfg = specs[0].cfg
     todo, starts, states = [], [], []
     for i, path in enumerate(paths):
         if (path / "done.json").exists():
@@ -216,14 +225,13 @@ def train_group(
             continue
         todo.append(i), starts.append(start), states.append(state)
     if not todo:
-        return paths
+        return
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads or cfg.ft_threads)
     try:
         _train([jobs[i] for i in todo], [paths[i] for i in todo], starts, states, stop_after, position)
     finally:
         torch.set_num_threads(old_threads)
-    return paths
 
 
 def _train(jobs, paths, starts, states, stop_after, position) -> None:

@@ -7,11 +7,14 @@ example, *fitted* or not, and per dev / test / OOD-test question, answered
 correctly or not), ``checkpoint.pt`` (weights and optimizer after the last
 finished epoch) and ``done.json`` at the end.  Both training paths write here:
 one run at a time (:mod:`newknowledge.finetuning.finetune`) and runs trained
-together (:mod:`newknowledge.finetuning.grouped`).
+together (:mod:`newknowledge.finetuning.grouped`), each holding the run's lock
+(:func:`claimed`) while it trains, so two builds on one artifacts folder never
+train one run at once: the second waits, then finds it done or resumes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,6 +27,11 @@ import torch
 
 from newknowledge.core import store
 from newknowledge.core.config import FinetuneConfig, config_hash
+
+try:  # POSIX; elsewhere runs are not locked (one build at a time)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 
 def records(train: pd.DataFrame, evals: pd.DataFrame, epoch: int, fitted, correct, idk=None) -> pd.DataFrame:
@@ -114,6 +122,30 @@ def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, in_group: b
     if in_group and spec.cfg.ft_dropout > 0:
         key["dropout_masks"] = "grouped"
     return store.artifacts_root() / "finetune" / config_hash(key)
+
+
+@contextlib.contextmanager
+def claimed(paths: list[Path]):
+    """Hold the lock of each run folder (``.lock``, taken in sorted order) for the ``with`` block.
+
+    Another process training one of these runs (a second build on the same artifacts folder) waits
+    here until the holder finishes; the caller then re-reads ``done.json`` and the checkpoint, so the
+    run is trained once and never by two writers.
+    """
+    files = []
+    try:
+        for path in sorted({Path(p) for p in paths}):
+            path.mkdir(parents=True, exist_ok=True)
+            f = open(path / ".lock", "a")  # noqa: SIM115 (held until the block ends)
+            files.append(f)
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+    finally:
+        for f in files:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
 
 
 def begin(spec: RunSpec, path: Path) -> None:
