@@ -474,20 +474,10 @@ def confirm_book(args) -> None:
     for path in s.runs:
         fmt = json.loads((Path(path) / "config.json").read_text()).get("ft_format")
         for v, r in run_summary(run_store.load_records([path])).items():
-            runs[v if fmt == prep_format(s) else f"{v} ({fmt})"] = r
-    ch2 = pipeline.section4_variants(s.study)
-    book_runs = {v: r for v, r in runs.items() if "(" not in v}  # chapters 2, 5, 7 (paper format)
-    qa = runs.get("unknown_0 (qa)")
+            runs[v if fmt == s.study.finetune.ft_format else f"{v} ({fmt})"] = r
     prep = s.preps[ws]
     checks = {c.key: c.holds for n in (1, 3) for c in chs[n].checks if c.kind == "setup"}
-    crit = {
-        "a": all(runs[v]["dev_hk_es"] >= 0.9 for v in ch2),
-        "b": qa is not None and qa["dev_hk_conv"] >= 0.9 * qa["dev_hk_0"],
-        "c": all(r["es_epoch"] > 1 for r in book_runs.values()),
-        "d": all(r["train_conv"] >= CONVERGED for r in book_runs.values()),
-        "e": bool(checks.get("speed.zero_shot")),
-        "f": all(h for k, h in checks.items() if k.startswith("knowledge.")) and min(prep.size, prep.size4) >= 100,
-    }
+    crit = criteria(runs, pipeline.section4_variants(s.study), checks, min(prep.size, prep.size4))
     row = {"kind": "confirm_c3", "d_model": args.d_model, "section4_size": args.size, "ft_lr": args.lr}
     row.update(world_seed=ws, wall_s=wall, criteria=crit, met=sum(crit.values()), rule_D=prep.size, D4=prep.size4)
     row.update(setup_checks=checks, runs=runs)
@@ -496,8 +486,20 @@ def confirm_book(args) -> None:
         f.write(json.dumps(row, default=float) + "\n")
 
 
-def prep_format(s) -> str:
-    return s.study.finetune.ft_format
+def criteria(runs: dict[str, dict], chapter2: list[str], checks: dict[str, bool | None], smallest_d: int) -> dict:
+    """E10's criteria (a)-(f) from one world's run summaries (:func:`run_summary`, keyed by variant; the
+    Known-only run in the pretraining format as ``"unknown_0 (qa)"``), chapter 1 and 3's setup checks
+    (key -> holds) and the smaller of section 4's and section 5's |D|."""
+    book_runs = {v: r for v, r in runs.items() if "(" not in v}  # chapters 2, 5, 7 (paper format)
+    qa = runs.get("unknown_0 (qa)")
+    return {
+        "a": all(runs[v]["dev_hk_es"] >= 0.9 for v in chapter2),
+        "b": qa is not None and qa["dev_hk_conv"] >= 0.9 * qa["dev_hk_0"],
+        "c": all(r["es_epoch"] > 1 for r in book_runs.values()),
+        "d": all(r["train_conv"] >= CONVERGED for r in book_runs.values()),
+        "e": bool(checks.get("speed.zero_shot")),
+        "f": all(h for k, h in checks.items() if k.startswith("knowledge.")) and smallest_d >= 100,
+    }
 
 
 def main() -> None:

@@ -197,3 +197,53 @@ def test_world_v3_screening_keeps_a_candidate_that_learns_the_format_without_ero
 def test_world_v3_screening_drops_a_candidate_that_fails_either_criterion(paper, qa, failed):
     row = _world_design().screen_row(_screen_records(paper, qa), 10)
     assert not row[failed] and not row["survives"]
+
+
+def _run(es=5, hk=0.95, train=1.0, hk0=0.0, hk_conv=0.9):
+    return {"es_epoch": es, "dev_hk_es": hk, "train_conv": train, "dev_hk_0": hk0, "dev_hk_conv": hk_conv}
+
+
+def _world():
+    runs = {v: _run() for v in ("unknown_0", "unknown_50", "unknown_100", "known_50", "HighlyKnown", "idk_50")}
+    runs["unknown_0 (qa)"] = _run(es=1, hk=0.99, hk0=0.99, hk_conv=0.95)  # its EARLY_STOP is not chapter 2/5/7's
+    checks = {"knowledge.present.train": True, "knowledge.present.dev": True, "speed.zero_shot": True}
+    return runs, checks
+
+
+CH2 = ["unknown_0", "unknown_50", "unknown_100", "known_50"]
+
+
+def test_world_v3_confirmation_criteria_all_hold():
+    runs, checks = _world()
+    assert all(_world_design().criteria(runs, CH2, checks, 147).values())
+
+
+@pytest.mark.parametrize(
+    "change, failed",
+    [
+        (lambda r, c: r["unknown_50"].update(dev_hk_es=0.72), "a"),  # a chapter-2 run below 90%
+        (lambda r, c: r["unknown_0 (qa)"].update(dev_hk_conv=0.85), "b"),  # 86% of epoch 0 kept
+        (lambda r, c: r.pop("unknown_0 (qa)"), "b"),  # no Known-only run: not met
+        (lambda r, c: r["HighlyKnown"].update(es_epoch=1), "c"),  # chapter 5 stops at epoch 1
+        (lambda r, c: r["idk_50"].update(train_conv=0.98), "d"),  # chapter 7 not converged
+        (lambda r, c: c.update({"speed.zero_shot": False}), "e"),
+        (lambda r, c: c.update({"knowledge.present.dev": False}), "f"),
+    ],
+)
+def test_world_v3_confirmation_criteria_each_can_fail(change, failed):
+    runs, checks = _world()
+    change(runs, checks)
+    crit = _world_design().criteria(runs, CH2, checks, 147)
+    assert [k for k, v in crit.items() if not v] == [failed]
+
+
+def test_world_v3_confirmation_criterion_f_needs_both_sizes_of_at_least_100():
+    runs, checks = _world()
+    assert not _world_design().criteria(runs, CH2, checks, 99)["f"]
+
+
+def test_world_v3_run_summary_reads_early_stop_and_convergence():
+    rec = _screen_records([0, 0.5, 0.9, 0.8, 0.7], [0, 0, 0, 0, 0])
+    rec = rec[rec["variant"] == "paper"].assign(variant="unknown_0")
+    r = _world_design().run_summary(rec)["unknown_0"]
+    assert r["es_epoch"] == 2 and r["dev_hk_es"] == 0.9 and r["dev_hk_conv"] == 0.7 and r["train_conv"] == 1.0
