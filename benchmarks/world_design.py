@@ -513,25 +513,21 @@ def main() -> None:
         ap.add_argument("--epochs", type=int, default=10, help="0: pretrain and categorise only (a prepare row)")
         RESULTS.mkdir(exist_ok=True)
         return screen(ap.parse_args())
-    if len(__import__("sys").argv) > 1 and __import__("sys").argv[1] == "confirm":
-        ap = argparse.ArgumentParser(description="World v3 confirmation, stages C1-C2 (research-log E13)")
-        ap.add_argument("cmd", choices=["confirm"])
+    if len(__import__("sys").argv) > 1 and __import__("sys").argv[1] in ("confirm", "confirm-book"):
+        book = __import__("sys").argv[1] == "confirm-book"
+        stages = "stage C3" if book else "stages C1-C2"
+        ap = argparse.ArgumentParser(description=f"World v3 confirmation, {stages} (research-log E13)")
+        ap.add_argument("cmd", choices=["confirm", "confirm-book"])
         ap.add_argument("--d-model", type=int, required=True)
         ap.add_argument("--size", type=int, required=True, help="section 4's |D|")
-        ap.add_argument("--lrs", type=float, nargs="+", required=True, help="the screen's surviving rates")
         ap.add_argument("--world-seed", type=int, default=0)
+        if book:
+            ap.add_argument("--lr", type=float, required=True, help="the rate C1 chose")
+            ap.add_argument("--workers", type=int, default=1)
+        else:
+            ap.add_argument("--lrs", type=float, nargs="+", required=True, help="the screen's surviving rates")
         RESULTS.mkdir(exist_ok=True)
-        return confirm(ap.parse_args())
-    if len(__import__("sys").argv) > 1 and __import__("sys").argv[1] == "confirm-book":
-        ap = argparse.ArgumentParser(description="World v3 confirmation, stage C3 (research-log E13)")
-        ap.add_argument("cmd", choices=["confirm-book"])
-        ap.add_argument("--d-model", type=int, required=True)
-        ap.add_argument("--size", type=int, required=True, help="section 4's |D|")
-        ap.add_argument("--lr", type=float, required=True, help="the rate C1 chose")
-        ap.add_argument("--world-seed", type=int, default=0)
-        ap.add_argument("--workers", type=int, default=1)
-        RESULTS.mkdir(exist_ok=True)
-        return confirm_book(ap.parse_args())
+        return (confirm_book if book else confirm)(ap.parse_args())
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("candidate", choices=sorted(CANDIDATES))
     ap.add_argument("--world-seeds", type=int, nargs="+", default=[0])
