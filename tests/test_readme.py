@@ -1,6 +1,6 @@
 """The README and `make readme` (tools/update_readme.py): the findings table, the figure, the benchmark tables.
 
-The findings page saves a record per build (``findings.save_record``); the tool writes it as one
+The findings page saves a record per build (``build_record.save``); the tool writes it as one
 profile's column of the README's findings table and keeps the others, copies the findings page's figure, and
 copies ``make bench``'s tables into the book's Performance page. The committed README stays a
 five-minute read.
@@ -15,10 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
-from newknowledge.book import findings
+from newknowledge.book import build_record, findings
 from newknowledge.core import config
 from newknowledge.evaluation import checks, paper
 
@@ -79,8 +80,8 @@ def _findings_page(path: Path, profile: str, png: bytes | None = PNG) -> Path:
     return path
 
 
-def test_summary_record_has_every_row_its_verdict_and_the_build(tmp_path, monkeypatch):
-    record = findings.summary_record([(1, SETUP), (2, HOLDS), (2, FAILS), (2, OPEN)], _study("quick"))
+def test_the_build_record_has_every_row_its_verdict_and_the_build(tmp_path, monkeypatch):
+    record = build_record.summary([(1, SETUP), (2, HOLDS), (2, FAILS), (2, OPEN)], _study("quick"))
     labels = [r["label"] for r in record["rows"]]
     assert labels == ["setup", *map(str, range(1, 8)), "beyond"]  # the findings page's rows, in order
     rows = {r["label"]: r for r in record["rows"]}
@@ -90,7 +91,7 @@ def test_summary_record_has_every_row_its_verdict_and_the_build(tmp_path, monkey
     assert record["profile"] == "quick" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", record["date"])
     assert record["machine"]["cpu"] and record["machine"]["cores"] >= 1
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
-    path = findings.save_record([(2, FAILS)], _study("full"))
+    path = build_record.save([(2, FAILS)], _study("full"))
     assert path == tmp_path / "art" / "findings" / "full.json"
     assert json.loads(path.read_text())["rows"][2]["verdict"] == "does not hold"
 
@@ -115,7 +116,7 @@ def test_make_readme_writes_the_profile_column_and_keeps_the_others(tmp_path, mo
     out = subprocess.run(run, capture_output=True, text=True)  # no build yet: a clear error, nothing written
     assert out.returncode == 2 and "quick.json does not exist" in out.stderr and "make book" in out.stderr
 
-    findings.save_record([(2, HOLDS), (2, FAILS)], _study("quick"))
+    build_record.save([(2, HOLDS), (2, FAILS)], _study("quick"))
     before_perf = perf.read_text()
     out = subprocess.run(run, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -131,18 +132,20 @@ def test_make_readme_writes_the_profile_column_and_keeps_the_others(tmp_path, mo
     assert perf.read_text() == before_perf and "no benchmark tables" in out.stdout  # nothing measured
     assert not figure.exists() and "figure left as it was" in out.stdout  # no executed findings page
 
-    findings.save_record([(2, FAILS)], _study("full"))
+    build_record.save([(2, FAILS)], _study("full"))
     assert subprocess.run(run + ["--profile", "full"], capture_output=True, text=True).returncode == 0
     rows = tool.parse_table(readme.read_text())[1]
     assert rows["F2"][1:] == ["partly (1/2)", "does not hold (0/1)"]  # quick's kept, full's written
+    assert rows["design"][1].startswith("1 world, ") and rows["design"][2].startswith("3 worlds, ")  # each miniature
+    assert list(rows)[-1] == "built"
 
-    findings.save_record([(2, FAILS)], _study("paper"))  # a profile the table has no column for: a clear error
+    build_record.save([(2, FAILS)], _study("paper"))  # a profile the table has no column for: a clear error
     before = readme.read_text()
     out = subprocess.run(run + ["--profile", "paper"], capture_output=True, text=True)
     assert out.returncode == 2 and "no column for profile 'paper'" in out.stderr and "quick, full" in out.stderr
     assert readme.read_text() == before
 
-    findings.save_record([(2, HOLDS)], _study("quick", ft_lr=3e-5))  # a quick build with PARAMS: refused
+    build_record.save([(2, HOLDS)], _study("quick", ft_lr=3e-5))  # a quick build with PARAMS: refused
     out = subprocess.run(run, capture_output=True, text=True)
     assert out.returncode == 2 and "parameters other than the profile's" in out.stderr
     assert readme.read_text() == before
@@ -150,7 +153,7 @@ def test_make_readme_writes_the_profile_column_and_keeps_the_others(tmp_path, mo
 
 def test_make_readme_puts_the_benchmark_tables_in_the_performance_page(tmp_path, monkeypatch):
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
-    findings.save_record([(2, HOLDS)], _study("quick"))
+    build_record.save([(2, HOLDS)], _study("quick"))
     readme, perf = _readme(tmp_path / "README.md"), _performance(tmp_path / "performance.md")
     bench = tmp_path / "results"
     bench.mkdir()
@@ -170,7 +173,7 @@ def test_make_readme_puts_the_benchmark_tables_in_the_performance_page(tmp_path,
 
 def test_make_readme_copies_the_figure_of_a_quick_build_only(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
-    findings.save_record([(2, HOLDS)], _study("quick"))
+    build_record.save([(2, HOLDS)], _study("quick"))
     readme, perf = _readme(tmp_path / "README.md"), _performance(tmp_path / "performance.md")
     figure = tmp_path / "static" / "readme_figure.png"
     args = ["--readme", str(readme), "--performance", str(perf), "--bench", str(tmp_path / "none")]
@@ -181,7 +184,7 @@ def test_make_readme_copies_the_figure_of_a_quick_build_only(tmp_path, monkeypat
     _findings_page(tmp_path / "findings.ipynb", "quick")
     assert tool.main(args) == 0 and figure.read_bytes() == PNG  # the PNG papermill recorded, byte for byte
     _findings_page(tmp_path / "findings.ipynb", "quick", png=None)
-    findings.save_record([(2, FAILS)], _study("quick"))  # a new record, not written: the error comes first
+    build_record.save([(2, FAILS)], _study("quick"))  # a new record, not written: the error comes first
     before = readme.read_text()
     assert tool.main(args) == 2 and "has no PNG output" in capsys.readouterr().err
     assert readme.read_text() == before and "holds (1/1)" in before
@@ -228,3 +231,41 @@ def test_a_fragile_verdict_is_marked_in_its_cell():
         "holds (1/1), fragile",
         "holds (1/1)",
     ]
+
+
+def test_the_findings_page_sets_every_saved_profile_beside_this_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
+    build_record.save([(1, SETUP), (2, HOLDS)], _study("quick"))
+    unmet = checks.Check("s2", 1, "setup", "claim T", "s", "t", "p", "o", False)
+    build_record.save([(1, SETUP), (1, unmet), (2, HOLDS)], _study("full"))
+    table = build_record.side_by_side(current="full")
+    assert list(table.columns) == ["full", "quick"]  # this build first
+    assert table.loc["Preconditions", "full"] == "partly (1/2)"
+    assert table.loc["Preconditions", "quick"] == "holds (1/1)"
+    full = config.load_profile("full")
+    assert (
+        f"3 worlds, {full['n_train']} train facts per relation, d_model {full['d_model']}"
+        in table.loc["design", "full"]
+    )
+    assert f"section 4's |D| {full['section4_size']}" in table.loc["design", "full"]
+    assert table.loc["design", "quick"].startswith("1 world, 130 train facts per relation, d_model 128")
+    assert "section 4's |D| by the rule" in table.loc["design", "quick"]
+    sentence = build_record.preconditions_met(table)
+    assert "holds in the last build of: quick." in sentence and "full (partly (1/2))" in sentence
+
+
+def test_a_record_saved_before_designs_were_recorded_still_reads(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
+    path = build_record.save(
+        [(1, checks.Check("s2", 1, "setup", "claim T", "s", "t", "p", "o", False))], _study("quick")
+    )
+    old = json.loads(path.read_text())
+    del old["design"]
+    path.write_text(json.dumps(old))
+    table = build_record.side_by_side()
+    assert table.loc["design", "quick"] == "not recorded"
+    assert build_record.preconditions_met(table).startswith(
+        "Not every precondition holds in: quick (does not hold (0/1))"
+    )
+    assert "design" not in tool.column(old)  # the README's table gets no design cell it cannot fill
+    assert build_record.preconditions_met(pd.DataFrame()) == "No build has saved its findings yet."

@@ -3,7 +3,7 @@
     python tools/update_readme.py [--profile quick]
 
 - **Findings.** The findings page (notebooks/09_findings.ipynb) saves one record per build,
-  ``<artifacts>/findings/<profile>.json`` (``newknowledge.book.findings.save_record``: each row's
+  ``<artifacts>/findings/<profile>.json`` (``newknowledge.book.build_record.save``: each row's
   verdict, the build's date and machine). This script writes that record as ``profile``'s column of
   the README's findings table (between :data:`FINDINGS_START` and :data:`FINDINGS_END`) and keeps
   every other column as the README has it, so ``make readme`` after a quick build and ``make readme
@@ -30,6 +30,7 @@ import re
 import sys
 from pathlib import Path
 
+from newknowledge.book import build_record
 from newknowledge.core import store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ BUILD_ROW = "built"
 
 def row_key(label: str) -> str:
     """The table's first cell for a findings-page row (``"setup"``, ``"1"``-``"7"``, ``"beyond"``)."""
-    return {"setup": "Preconditions", "beyond": "Beyond"}.get(label, f"F{label}")
+    return build_record.row_key(label)
 
 
 def _cells(line: str) -> list[str]:
@@ -105,14 +106,10 @@ def render_table(profiles: list[str], rows: dict[str, list[str]]) -> str:
 
 
 def column(record: dict) -> dict[str, tuple[str, str]]:
-    """A findings record (``findings.summary_record``) as table cells: row key -> (title, cell)."""
-    out = {
-        row_key(r["label"]): (
-            _escape(r["title"]),
-            f"{r['verdict']} ({r['held']}/{r['checks']})" + (", fragile" if r.get("fragile") else ""),
-        )
-        for r in record["rows"]
-    }
+    """A findings record (``build_record.summary``) as table cells: row key -> (title, cell)."""
+    out = {row_key(r["label"]): (_escape(r["title"]), build_record.cell(r)) for r in record["rows"]}
+    if "design" in record:
+        out["design"] = ("the miniature: worlds, facts, model, section 4's D, rate", _escape(record["design"]))
     machine = record["machine"]
     out[BUILD_ROW] = ("date, CPU, cores", _escape(f"{record['date']}, {machine['cpu']}, {machine['cores']} cores"))
     return out

@@ -8,7 +8,8 @@ with the notebook to run.  :func:`collect` gathers the chapters' checks, so the
 page and the chapters cannot disagree; :func:`summary` gives one row per
 finding with its verdict, and every check stays one click away
 (:func:`to_html`) with its margin in standard errors and, where the verdict
-could turn, the mark "fragile" (the rule of :mod:`newknowledge.evaluation.checks`).
+could turn, the mark "fragile" (the rule of :mod:`newknowledge.evaluation.checks`).  What a build saves of it,
+and every profile's last build side by side: :mod:`newknowledge.book.build_record`.
 """
 
 from __future__ import annotations
@@ -221,73 +222,3 @@ def to_html(collected: list[tuple[int, checks.Check]]) -> str:
         f"<div class='table-scroll'><table class='findings-table'><thead>{head}</thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>{legend}"
     )
-
-
-def _machine() -> dict:
-    """The CPU model (``/proc/cpuinfo``'s model name, else ``platform.processor()``) and usable cores."""
-    import os
-    import platform
-    import re
-    from pathlib import Path
-
-    cpuinfo = Path("/proc/cpuinfo")
-    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M) if cpuinfo.is_file() else None
-    cpu = found.group(1) if found else platform.processor() or platform.machine()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": " ".join(re.sub(r"\((R|TM)\)", "", cpu).split()), "cores": cores}
-
-
-def summary_record(collected: list[tuple[int, checks.Check]], study) -> dict:
-    """This build's verdict per row of the findings page, with the build's date and machine.
-
-    ``make readme`` writes the record's verdicts as the profile's column of the README's findings table,
-    only for a build with the profile's own parameters (``overridden`` false).
-
-    Returns:
-        ``{"profile", "date" (UTC, YYYY-MM-DD), "machine": {"cpu", "cores"}, "overridden", "rows"}``,
-        ``rows`` one ``{"label", "title", "verdict", "held", "checks", "fragile"}`` per row of
-        :func:`groups`, in its order (``fragile``: :func:`newknowledge.evaluation.checks.verdict_fragile`);
-        ``overridden``: the build's parameters differ from its profile's (``PARAMS`` on the command line).
-    """
-    import datetime
-
-    from newknowledge.core import config
-
-    profile = study.study.profile
-    own = config.from_params({**config.load_profile(profile), "profile": profile}) if profile_exists(profile) else None
-    rows = []
-    for label, title, items in groups(collected):
-        cs = [c for _, c in items]
-        held = sum(c.holds is True for c in cs)
-        verdict = checks.verdict(cs) if cs else "no check"
-        rows.append(
-            {
-                "label": label,
-                "title": title,
-                "verdict": verdict,
-                "held": held,
-                "checks": len(cs),
-                "fragile": checks.verdict_fragile(cs),
-            }
-        )
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    overridden = own is None or own.params() != study.params()
-    return {"profile": profile, "date": date, "machine": _machine(), "overridden": overridden, "rows": rows}
-
-
-def profile_exists(name: str) -> bool:
-    from newknowledge.core import config
-
-    return config.profile_path(name).is_file()
-
-
-def save_record(collected: list[tuple[int, checks.Check]], study):
-    """Write :func:`summary_record` to ``<artifacts>/findings/<profile>.json`` (``make readme`` reads it)."""
-    import json
-
-    from newknowledge.core import store
-
-    path = store.artifacts_root() / "findings" / f"{study.study.profile}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary_record(collected, study), indent=1) + "\n")
-    return path
