@@ -200,7 +200,13 @@ class Setup:
             for name in runs:
                 data = variants.build(prep.train, name, size=prep.size_of(name), seed=seed)
                 spec = run_store.RunSpec(
-                    prep.model_path, name, seed, cfg, device=_device(prep.study), dtype=prep.study.study.dtype
+                    prep.model_path,
+                    name,
+                    seed,
+                    cfg,
+                    device=_device(prep.study),
+                    dtype=prep.study.study.dtype,
+                    at_stops=at_stops(name),
                 )
                 jobs.append((spec, data, prep.evals))
         cfg = self.study.finetune
@@ -217,6 +223,25 @@ class Setup:
     def section4(self, seeds: list[int] | None = None, **overrides) -> pd.DataFrame:
         """Records of every section-4 run: D with each share of Unknown, and D_Known (Sec. 4)."""
         return self.records(section4_variants(self.study), seeds=seeds, **overrides)
+
+
+# The splits a run evaluates only where EARLY_STOP or CONVERGENCE can fall (run_store.Watch).
+AT_STOPS = ("test", "ood_test")
+
+
+def at_stops(name: str) -> tuple[str, ...]:
+    """The splits the run of variant ``name`` records only at candidate stops: which chapter reads what.
+
+    Test and OOD-test accuracy at every epoch is read only from section 4's runs, D with X% Unknown and
+    D_Known (``unknown_X``, ``known_X``, in either format): chapter 2's curves, chapter 4's linear model
+    (both splits), chapter 3's and chapter 8's D - D_Known per epoch and the erosion check.  Every other
+    run is read at EARLY_STOP and CONVERGENCE only: section 5's single-category and natural D (chapter 5's
+    Table 2 and its EARLY_STOP/CONVERGENCE test, chapter 6's test set) and D_IDK (chapter 7's Table 8), so
+    their test and OOD-test questions are evaluated only where those can fall; dev and the fitted flags,
+    which EARLY_STOP and the fitting speed read, at every epoch.
+    """
+    every_epoch = variants.is_section4(name) and not name.startswith("idk")
+    return () if every_epoch else AT_STOPS
 
 
 def section4_variants(study: Study) -> list[str]:

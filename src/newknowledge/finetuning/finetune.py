@@ -62,22 +62,32 @@ def greedy_answers(model, tokenizer, questions: list[str], cfg: FinetuneConfig) 
 
 
 def _evaluate(
-    model, tokenizer, train: pd.DataFrame, evals: pd.DataFrame, cfg: FinetuneConfig, epoch: int, idk: bool
+    model, tokenizer, train: pd.DataFrame, evals: pd.DataFrame, cfg: FinetuneConfig, epoch: int, idk: bool, watch=None
 ) -> pd.DataFrame:
-    """One epoch's tidy records: a row per train example and per evaluation question."""
+    """One epoch's tidy records: a row per train example and per evaluation question (``watch``: a
+    :class:`~newknowledge.finetuning.run_store.Watch`, whose late splits only where it says)."""
     model.eval()
     fitted = correct_flags(model, tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg)
-    questions, golds = evals["question"].tolist(), evals["answer"].tolist()
-    abstained = None
-    if idk:
+
+    def flags(part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        questions, golds = part["question"].tolist(), part["answer"].tolist()
+        if not idk:
+            return np.asarray(correct_flags(model, tokenizer, questions, golds, cfg), dtype=bool), None
         # D_IDK (App. K): three outcomes per question from the greedy answer itself, so an
         # abstention is recognised after the same normalisation as exact match ("i don't know.").
         greedy = greedy_answers(model, tokenizer, questions, cfg)
-        correct = [exact_match(g, a) for g, a in zip(greedy, golds)]
-        abstained = [exact_match(g, IDK) for g in greedy]
-    else:
-        correct = correct_flags(model, tokenizer, questions, golds, cfg)
-    return run_store.records(train, evals, epoch, fitted, correct, abstained)
+        return np.array([exact_match(g, a) for g, a in zip(greedy, golds)]), np.array(
+            [exact_match(g, IDK) for g in greedy]
+        )
+
+    if watch is None:
+        correct, abstained = flags(evals)
+        return run_store.records(train, evals, epoch, fitted, correct, abstained)
+    early = flags(evals[~watch.late])
+    late = flags(evals[watch.late]) if watch.full(epoch, early[0]) else (None, None)
+    shown, correct = watch.evaluated(evals, early[0], late[0])
+    abstained = None if not idk else watch.evaluated(evals, early[1], late[1])[1]
+    return run_store.records(train, shown, epoch, fitted, correct, abstained)
 
 
 def train_run(
@@ -124,11 +134,12 @@ def _train_unfinished(spec, train, evals, path, position, stop_after) -> None:
     )
     idk = spec.variant.startswith("idk")
     start, state = run_store.resume_point(path)
+    watch = run_store.Watch(spec, evals, path, start) if spec.at_stops else None
     if state is not None:  # resume after the last checkpointed epoch
         _load_trainable(model, state["model"])
         opt.load_state_dict(state["opt"])
     elif start == 0:
-        run_store.save_epoch(path, 0, _evaluate(model, tokenizer, train, evals, cfg, 0, idk))
+        run_store.save_epoch(path, 0, _evaluate(model, tokenizer, train, evals, cfg, 0, idk, watch))
         start = 1
     examples = train_step.encode_examples(
         tokenizer, train["question"].tolist(), train["answer"].tolist(), cfg.ft_format
@@ -153,7 +164,7 @@ def _train_unfinished(spec, train, evals, path, position, stop_after) -> None:
         run_store.save_epoch(
             path,
             epoch,
-            _evaluate(model, tokenizer, train, evals, cfg, epoch, idk),
+            _evaluate(model, tokenizer, train, evals, cfg, epoch, idk, watch),
             {"model": _trainable_state(model), "opt": opt.state_dict()},
         )
     run_store.finish(path, cfg)

@@ -131,7 +131,7 @@ class Scorer:
             offset = [sum(self.sizes[r][:s]) for r in runs]  # the set's first row among the run's flags
             for k in range(max(map(len, chunks))):
                 part = [(r, o, sets[r][s], c[k]) for r, o, c in zip(runs, offset, chunks) if k < len(c)]
-                self.batches.append(self._batch(part, enc, rest_id, tokenizer.pad_token_id))
+                self.batches.append((s, self._batch(part, enc, rest_id, tokenizer.pad_token_id)))
 
     @staticmethod
     def _batch(part, enc, rest_id, pad) -> tuple:
@@ -164,11 +164,14 @@ class Scorer:
         return torch.tensor([r for r, *_ in part]), prefix, ids, pos.view(A, -1), gold, last, rest, row
 
     @torch.no_grad()
-    def flags(self, stack: Stack, runs: list[int]) -> list[list[np.ndarray]]:
-        """Per run in ``runs``, per set: bool array, the greedy answer is the gold and then stops."""
+    def flags(self, stack: Stack, runs: list[int], sets: tuple[int, ...] | None = None) -> list[list[np.ndarray]]:
+        """Per run in ``runs``, per set: bool array, the greedy answer is the gold and then stops
+        (``sets``: score only the sets of these indices; the others' flags stay False)."""
         slot = {r: a for a, r in enumerate(runs)}
         out = [np.zeros(sum(self.sizes[r]), bool) for r in runs]
-        for members, prefix, ids, pos, gold, last, rest, row in self.batches:
+        for s, (members, prefix, ids, pos, gold, last, rest, row) in self.batches:
+            if sets is not None and s not in sets:
+                continue
             sel = torch.tensor([j for j, r in enumerate(members.tolist()) if r in slot], dtype=torch.long)
             if not len(sel):
                 continue
@@ -250,19 +253,30 @@ def _train(jobs, paths, starts, states, stop_after, position) -> None:
         groups = df["relation"].tolist() if "relation" in df else [""] * len(df)
         return [ft_prompt(cfg.ft_format, q) for q in df["question"]], df["answer"].tolist(), groups
 
-    # Runs evaluated on the same questions (one world) share one tokenized set.
-    shared = {id(e): questions(e) for e in evals}
-    sets = [[questions(t), shared[id(e)]] for t, e in zip(trains, evals)]
+    # Runs evaluated on the same questions (one world) share one tokenized set; a run whose late splits
+    # are evaluated only where EARLY_STOP or CONVERGENCE can fall (run_store.Watch) has them as a third set.
+    watches = [run_store.Watch(s, e, p, b) if s.at_stops else None for s, e, p, b in zip(specs, evals, paths, starts)]
+    shared = {}
+    for s, e, w in zip(specs, evals, watches):
+        if (id(e), s.at_stops) not in shared:
+            shared[id(e), s.at_stops] = [questions(e)] if w is None else [questions(e[~w.late]), questions(e[w.late])]
+    sets = [[questions(t), *shared[id(e), s.at_stops]] for s, t, e in zip(specs, trains, evals)]
     scorer = Scorer(tok, model.get_output_embeddings().weight.shape[0], sets, cfg.ft_eval_batch or 128)
     examples = [encode_examples(tok, t["question"].tolist(), t["answer"].tolist(), cfg.ft_format) for t in trains]
 
     def record(runs: list[int], epoch_of: list[int]) -> None:
-        for a, (fitted, correct), epoch in zip(runs, scorer.flags(stack, runs), epoch_of):
+        first = scorer.flags(stack, runs, sets=(0, 1))  # fitted flags, then every question but the late ones
+        late = [a for a, f, e in zip(runs, first, epoch_of) if watches[a] is not None and watches[a].full(e, f[1])]
+        more = dict(zip(late, scorer.flags(stack, late, sets=(2,)))) if late else {}
+        for a, (fitted, correct, *_), epoch in zip(runs, first, epoch_of):
+            shown = evals[a]
+            if watches[a] is not None:
+                shown, correct = watches[a].evaluated(evals[a], correct, more[a][2] if a in more else None)
             state = None
             if epoch > 0:
                 model_state, opt_state = stack.run_state(a, template)
                 state = {"model": model_state, "opt": opt_state}
-            run_store.save_epoch(paths[a], epoch, run_store.records(trains[a], evals[a], epoch, fitted, correct), state)
+            run_store.save_epoch(paths[a], epoch, run_store.records(trains[a], shown, epoch, fitted, correct), state)
             if epoch == cfg.ft_epochs:
                 run_store.finish(paths[a], cfg)
 

@@ -77,6 +77,7 @@ class RunSpec:
     cfg: FinetuneConfig
     device: str = "cpu"
     dtype: str = "auto"  # bf16 on CUDA: with full fine-tuning prefer "float32" or LoRA (adapters stay fp32)
+    at_stops: tuple[str, ...] = ()  # evaluation splits recorded only where EARLY_STOP or CONVERGENCE can fall (Watch)
 
 
 # Bumped when what a run records changes (2: D_IDK abstentions read from generated answers).
@@ -121,7 +122,54 @@ def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, in_group: b
     }
     if in_group and spec.cfg.ft_dropout > 0:
         key["dropout_masks"] = "grouped"
+    if spec.at_stops:  # fewer records than a run evaluated every epoch: its own folder
+        key["at_stops"] = sorted(spec.at_stops)
     return store.artifacts_root() / "finetune" / config_hash(key)
+
+
+class Watch:
+    """Which epochs of a run record the splits of ``spec.at_stops`` (e.g. test and OOD test).
+
+    A chapter that reads a run's test questions only at EARLY_STOP and CONVERGENCE (Sec. 5's Table 2,
+    App. K's Table 8) needs them only where those can fall: epoch 0 (the base model), the last epoch
+    (CONVERGENCE), and every epoch whose dev accuracy beats every earlier one (from epoch 1), since
+    EARLY_STOP is the earliest epoch of the best dev accuracy (``analysis.early_stop``) and that epoch
+    beats all before it.  The other splits (dev, and the train examples' fitted flags) are recorded at
+    every epoch.  A run resumed at epoch ``start`` reads its best dev accuracy so far from the records
+    of the epochs before it (later ones a kill left are recomputed).
+    """
+
+    def __init__(self, spec: RunSpec, evals: pd.DataFrame, path: Path, start: int = 0):
+        if "dev" in spec.at_stops:
+            raise ValueError("at_stops cannot hold 'dev': EARLY_STOP is chosen on the dev questions of every epoch")
+        self.late = evals["split"].isin(spec.at_stops).to_numpy()  # questions evaluated at candidate epochs only
+        self.dev = (evals["split"] == "dev").to_numpy()[~self.late]  # among the others
+        self.last = spec.cfg.ft_epochs
+        self.best = -1.0
+        for f in sorted(Path(path).glob("epoch_*.parquet")):
+            if int(f.stem.split("_")[1]) >= start:
+                continue
+            r = pd.read_parquet(f, columns=["epoch", "split", "correct"])
+            dev = r[(r["split"] == "dev") & (r["epoch"] >= 1)]["correct"]
+            if len(dev):
+                self.best = max(self.best, dev.mean())
+
+    def full(self, epoch: int, early: np.ndarray) -> bool:
+        """Whether ``epoch`` records the late splits too, given the flags of the other questions ``early``
+        (in ``evals`` order, the late ones left out); call once per epoch, in order."""
+        dev = float(np.asarray(early, dtype=bool)[self.dev].mean()) if self.dev.any() else -1.0
+        new_best = epoch >= 1 and dev > self.best
+        if epoch >= 1:
+            self.best = max(self.best, dev)
+        return epoch == 0 or epoch >= self.last or new_best
+
+    def evaluated(self, evals: pd.DataFrame, early, late=None) -> tuple[pd.DataFrame, np.ndarray]:
+        """The evaluated questions in ``evals`` order, and their flags (``late`` None: the late splits skipped)."""
+        if late is None:
+            return evals[~self.late], np.asarray(early)
+        flags = np.zeros(len(evals), dtype=np.asarray(early).dtype)
+        flags[~self.late], flags[self.late] = early, late
+        return evals, flags
 
 
 @contextlib.contextmanager
