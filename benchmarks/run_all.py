@@ -1,5 +1,5 @@
 """Run every benchmark (``make bench``): SliCK, the SliCK command, training and evaluation, grouped
-fine-tuning, the profile of one fine-tuning epoch, bf16 autocast, book chapters, the pretraining-length
+fine-tuning, the profile of one fine-tuning epoch, evaluation at the stops, D_IDK's flags, bf16 autocast, book chapters, the pretraining-length
 curve (its built points).
 
 Each script prints its tables and writes CSV files to ``benchmarks/results/``.
@@ -23,6 +23,8 @@ QUICK = {
     "bench_finetune.py": ["--steps", "5", "--eval-n", "100", "--repeats", "1"],
     "bench_grouped.py": ["--size", "100", "--eval-n", "540"],
     "bench_epoch_profile.py": ["--settings", "quick", "--epochs", "1"],
+    "bench_eval_at_stops.py": ["--variants", "MaybeKnown", "idk_50", "--epochs", "3"],
+    "bench_idk_flags.py": ["--epochs", "2"],
     "bench_bf16.py": ["--steps", "1", "--repeats", "1", "--n", "10"],
     "bench_book.py": [],
     "bench_pretrain_length.py": [],

@@ -48,6 +48,8 @@ BENCH_ORDER = (
     "bench_grouped",
     "bench_grouped_epoch",
     "bench_epoch_profile",
+    "bench_eval_at_stops",
+    "bench_idk_flags",
     "bf16",
     "bench_pretrain_length",
 )
