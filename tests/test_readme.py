@@ -160,6 +160,7 @@ def test_make_readme_puts_the_benchmark_tables_in_the_performance_page(tmp_path,
     (bench / "bf16.md").write_text("**bf16** table B\n")
     (bench / "bench_book.md").write_text("**book** table A\n")
     (bench / "other.md").write_text("not a Performance table\n")
+    perf.write_text(perf.read_text().replace("OLD TABLE", f"{tool.bench_marker('bench_book')}\nOLD TABLE"))
     args = ["--readme", str(readme), "--performance", str(perf), "--bench", str(bench)]
     assert tool.main(args + ["--figure-notebook", str(tmp_path / "none.ipynb")]) == 0
     page = perf.read_text()
@@ -169,6 +170,31 @@ def test_make_readme_puts_the_benchmark_tables_in_the_performance_page(tmp_path,
     perf.write_text("# Performance without markers\n")
     assert tool.main(args) == 2  # a page without the markers: an error, README untouched
     assert "table A" not in readme.read_text()
+
+
+def test_a_benchmark_run_here_replaces_its_table_and_keeps_the_others(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
+    build_record.save([(2, HOLDS)], _study("quick"))
+    readme, perf = _readme(tmp_path / "README.md"), _performance(tmp_path / "performance.md")
+    bench = tmp_path / "results"
+    bench.mkdir()
+    args = ["--readme", str(readme), "--performance", str(perf), "--bench", str(bench)]
+    args += ["--figure-notebook", str(tmp_path / "none.ipynb")]
+    (bench / "bench_book.md").write_text("**book** table A\n")
+    assert tool.main(args) == 0 and "OLD TABLE" in perf.read_text()  # unmarked tables: not merged, page kept
+    for name in tool.BENCH_ORDER:  # a machine that ran them all writes every table with its marker
+        (bench / f"{name}.md").write_text(f"**{name}** first\n")
+    assert tool.main(args) == 0
+    assert tool.page_tables(tool.block(perf.read_text(), tool.BENCH_START, tool.BENCH_END)) == {
+        n: f"**{n}** first\n" for n in tool.BENCH_ORDER
+    }
+    for f in bench.iterdir():  # another machine runs one benchmark only
+        f.unlink()
+    (bench / "bf16.md").write_text("**bf16** second\n")
+    assert tool.main(args) == 0
+    tables = tool.page_tables(tool.block(perf.read_text(), tool.BENCH_START, tool.BENCH_END))
+    assert tables["bf16"] == "**bf16** second\n" and tables["bench_book"] == "**bench_book** first\n"
+    assert list(tables) == list(tool.BENCH_ORDER)
 
 
 def test_make_readme_copies_the_figure_of_a_quick_build_only(tmp_path, monkeypatch, capsys):
@@ -196,7 +222,7 @@ def test_committed_readme_is_short_and_its_table_is_the_tools():
     profiles, rows = tool.parse_table(tool.block(text, tool.FINDINGS_START, tool.FINDINGS_END))
     assert profiles == ["quick", "full"]
     labels = [label for label, _, _ in findings.groups([])]
-    assert list(rows) == [tool.row_key(label) for label in labels] + [tool.BUILD_ROW]
+    assert list(rows) == [tool.row_key(label) for label in labels] + ["design", tool.BUILD_ROW]
     assert all(len(cells) == 1 + len(profiles) for cells in rows.values())
     assert tool.FIGURE.relative_to(ROOT).as_posix() in text
     for target in re.findall(r"\]\(([^)#]+)\)", text):  # every relative link points at a file of the repository

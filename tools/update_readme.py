@@ -15,7 +15,8 @@
   figure is drawn by hand.
 - **Benchmarks.** Every benchmark script (``make bench``) writes its table as
   ``benchmarks/results/<name>.md``; those present are copied, in :data:`BENCH_ORDER`, between the
-  ``bench`` markers of the book's Performance page (``book/performance.md``), so none of its numbers is
+  ``bench`` markers of the book's Performance page (``book/performance.md``), each after its own
+  marker, and the page keeps its tables of benchmarks not run here, so none of its numbers is
   typed by hand.
 
 Nothing is written unless every step can be done: on an error the files are left as they were.
@@ -174,10 +175,33 @@ def block(text: str, start: str, end: str) -> str:
     return text.split(start, 1)[1].split(end, 1)[0]
 
 
-def bench_block(results: Path = BENCH) -> str | None:
-    """The benchmark tables found in ``results`` as one Markdown block, or None when there are none."""
-    parts = [(results / f"{name}.md").read_text() for name in BENCH_ORDER if (results / f"{name}.md").exists()]
-    return "\n".join(parts) if parts else None
+def bench_marker(name: str) -> str:
+    """The comment that opens benchmark ``name``'s table on the Performance page."""
+    return f"<!-- bench:table {name} -->"
+
+
+def page_tables(block_text: str) -> dict[str, str]:
+    """The tables of the Performance page's bench block, by benchmark name (from :func:`bench_marker`)."""
+    parts = re.split(r"<!-- bench:table (\S+) -->\n", block_text)
+    return {name: text.strip() + "\n" for name, text in zip(parts[1::2], parts[2::2])}
+
+
+def bench_block(results: Path = BENCH, page: str = "") -> str | None:
+    """The benchmark tables as one Markdown block, each after its :func:`bench_marker`, or None.
+
+    A table ``make bench`` wrote to ``results`` replaces the page's; a benchmark not run here keeps the
+    page's table (``page``: the block as the page has it), so a machine that ran one benchmark does not
+    erase the others.  None when ``results`` holds no table, or when the page's tables carry no markers
+    (written before them) and ``results`` lacks some: then the page cannot be merged table by table.
+    """
+    fresh = {n: (results / f"{n}.md").read_text() for n in BENCH_ORDER if (results / f"{n}.md").exists()}
+    kept = page_tables(page)
+    if not fresh or (page.strip() and not kept and len(fresh) < len(BENCH_ORDER)):
+        return None
+    parts = [
+        f"{bench_marker(n)}\n{(fresh.get(n) or kept[n]).strip()}\n" for n in BENCH_ORDER if n in fresh or n in kept
+    ]
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,11 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         args.figure.write_bytes(png)
         print(f"README: the figure of the {FIGURE_PROFILE} build's findings page written to {args.figure.name}")
-    bench = bench_block(args.bench)
+    page = args.performance.read_text()
+    bench = bench_block(args.bench, block(page, BENCH_START, BENCH_END))
     if bench is None:
-        print(f"Performance: no benchmark tables in {args.bench} (make bench writes them); page left as it was")
+        print(
+            f"Performance: no benchmark tables in {args.bench}, or only some and the page's tables predate the "
+            "per-table markers (make bench writes them all); page left as it was"
+        )
     else:
-        page = args.performance.read_text()
         args.performance.write_text(replace_block(page, BENCH_START, BENCH_END, bench))
         print(f"Performance: benchmark tables from {args.bench} written to {args.performance.name}")
     return 0
