@@ -126,6 +126,17 @@ def test_maybeknown_above_highlyknown_on_maybeknown_questions():
     assert types.maybeknown_above_highlyknown(_t2(hk=ones(0.5))).holds is False
 
 
+def test_the_category_contrast_reads_each_run_at_its_early_stop_on_the_whole_dev_set():
+    # D_HighlyKnown's MaybeKnown dev questions peak at epoch 4, where it ties D_MaybeKnown on the MaybeKnown
+    # test questions; its EARLY_STOP on the whole dev set is epoch 2, where it is 30 questions behind.
+    rec = _t2(hk=_hk_run_on_mk(30))
+    hk4 = (rec["variant"] == "HighlyKnown") & (rec["epoch"] == 4)
+    rec.loc[hk4 & (rec["split"] == "dev") & (rec["category"] == "MaybeKnown"), "correct"] = True
+    rec.loc[hk4 & (rec["split"] == "test"), "correct"] = ones(0.5).astype(bool)
+    assert analysis.early_stop(rec).set_index("variant").loc["HighlyKnown", "early_stop"] == 2
+    assert types.maybeknown_above_highlyknown(rec).holds
+
+
 def test_maybeknown_checks_with_too_few_questions_are_not_decidable_there():
     # A world whose test set holds a single MaybeKnown question (a tiny world can): App. I's test
     # cannot run on it, so the check is not decidable there instead of stopping the chapter.

@@ -71,9 +71,14 @@ def maybeknown_best(sig: dict, duration: str) -> Check:
 
 def _paired(records: pd.DataFrame, duration: str, a: str, b: str, subset: str | None = None) -> dict:
     """Per seed, App. I's test of variant ``a`` minus ``b`` at ``duration`` (optionally one test category);
-    None for a seed with fewer than 4 such questions (App. I's chunks need them): not decidable there."""
-    rec = records if subset is None else records[records["category"] == subset]
-    values = per_seed(analysis.correct_at(rec, duration), lambda r: r[a] - r[b]) if len(rec) else {}
+    None for a seed with fewer than 4 such questions (App. I's chunks need them): not decidable there.
+    Each run's EARLY_STOP is its best epoch on the whole dev set (Sec. 4), the category is chosen after."""
+    wide = analysis.correct_at(records, duration)
+    if subset is not None:
+        test = records[records["split"] == "test"].drop_duplicates(["seed", "example"])
+        category = test.set_index(["seed", "example"])["category"].reindex(wide.index)
+        wide = wide[(category == subset).to_numpy()]
+    values = per_seed(wide, lambda r: r[a] - r[b]) if len(wide) else {}
     return {
         int(s): significance.chunked_mean(values[s], seed=int(s)) if len(values.get(s, ())) >= 4 else None
         for s in sorted(records["seed"].unique())
