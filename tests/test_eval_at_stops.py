@@ -121,3 +121,21 @@ def test_only_section_4_runs_evaluate_test_questions_every_epoch():
         assert pipeline.at_stops(name) == ()
     for name in ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown", "natural", "idk_50", "idk_100"):
         assert pipeline.at_stops(name) == pipeline.AT_STOPS
+
+
+def test_a_finished_run_recorded_every_epoch_is_read_instead_of_training_it_again(
+    tiny_model_path, tiny_world, tmp_path, monkeypatch
+):
+    train, _ = tiny_finetune_data(tiny_world)
+    ev = _evals(tiny_world)
+    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path))
+    every = run_store.RunSpec(str(tiny_model_path), "MaybeKnown", 0, dataclasses.replace(CFG, ft_epochs=2))
+    (path,) = finetune.run_all([(every, train, ev)])
+    stamp = (path / "done.json").stat().st_mtime_ns
+    sparse = dataclasses.replace(every, at_stops=LATE)
+    assert finetune.run_all([(sparse, train, ev)]) == [path]  # the run that recorded more, not retrained
+    assert (path / "done.json").stat().st_mtime_ns == stamp
+    assert not run_store.run_dir(sparse, train, ev, in_group=True).exists()
+    other = dataclasses.replace(sparse, seed=1)  # no finished twin: trained, in a folder of its own
+    (own,) = finetune.run_all([(other, train, ev)])
+    assert own == run_store.run_dir(other, train, ev, in_group=True) and (own / "done.json").exists()

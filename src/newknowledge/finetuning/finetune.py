@@ -262,7 +262,7 @@ def run_all(
     """
     in_group = [executor == "local" and grouped.groupable(s) for s, _, _ in jobs]
     todo = [
-        (s, t, e) for (s, t, e), g in zip(jobs, in_group) if not (run_store.run_dir(s, t, e, g) / "done.json").exists()
+        (s, t, e) for (s, t, e), g in zip(jobs, in_group) if not (run_store.read_dir(s, t, e, g) / "done.json").exists()
     ]
     if todo and executor == "local":  # the groupable runs first, as stacked models (grouped.py)
         groups, rest = grouped.plan([s for s, _, _ in todo], workers)
@@ -277,7 +277,7 @@ def run_all(
     else:
         for s, t, e in tqdm(todo, disable=len(todo) < 2, **{k: v for k, v in bar.items() if k != "total"}):
             train_run(s, t, e)
-    return [run_store.run_dir(s, t, e, g) for (s, t, e), g in zip(jobs, in_group)]
+    return [run_store.read_dir(s, t, e, g) for (s, t, e), g in zip(jobs, in_group)]
 
 
 def _run_ray(tasks: list[tuple], bar: dict) -> None:

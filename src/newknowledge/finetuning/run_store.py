@@ -127,6 +127,17 @@ def run_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, in_group: b
     return store.artifacts_root() / "finetune" / config_hash(key)
 
 
+def read_dir(spec: RunSpec, train: pd.DataFrame, evals: pd.DataFrame, in_group: bool = False) -> Path:
+    """Where the run's records are read from: :func:`run_dir`, or, for a run whose late splits are
+    recorded at the stops only (``spec.at_stops``), the same run recorded at every epoch when that one
+    is finished: it holds every record this one would, and more, so it is not trained again."""
+    if spec.at_stops:
+        every = run_dir(dataclasses.replace(spec, at_stops=()), train, evals, in_group)
+        if (every / "done.json").exists():
+            return every
+    return run_dir(spec, train, evals, in_group)
+
+
 class Watch:
     """Which epochs of a run record the splits of ``spec.at_stops`` (e.g. test and OOD test).
 
