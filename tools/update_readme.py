@@ -42,6 +42,7 @@ PERFORMANCE = ROOT / "book" / "performance.md"
 # The Performance page's tables, in the order the page explains them.
 BENCH_ORDER = (
     "bench_book",
+    "bench_book_ab",
     "bench_slick",
     "bench_slick_tool",
     "bench_train",
