@@ -19,13 +19,10 @@ same both ways.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
-import time
 
 import pandas as pd
 from _common import report
+from bench_grouped import in_folder
 
 from newknowledge.book import pipeline
 from newknowledge.book.chapters import name
@@ -49,19 +46,8 @@ def jobs(setup, names: list[str], every_epoch: bool) -> list[tuple]:
 
 def timed(job_list: list[tuple], workers: int) -> tuple[float, pd.DataFrame]:
     """Train ``job_list`` in a fresh run folder as the book does; the seconds and the records."""
-    folder = tempfile.mkdtemp(prefix="bench_at_stops_")
-    old = os.environ.get("NEWKNOWLEDGE_ARTIFACTS")
-    os.environ["NEWKNOWLEDGE_ARTIFACTS"] = folder
-    try:
-        t = time.perf_counter()
-        paths = finetune.run_all(job_list, workers=workers)
-        return time.perf_counter() - t, run_store.load_records(paths)
-    finally:
-        if old is None:
-            os.environ.pop("NEWKNOWLEDGE_ARTIFACTS")
-        else:
-            os.environ["NEWKNOWLEDGE_ARTIFACTS"] = old
-        shutil.rmtree(folder, ignore_errors=True)
+    seconds, records, _ = in_folder(lambda: (finetune.run_all(job_list, workers=workers), None))
+    return seconds, records
 
 
 def main() -> None:
