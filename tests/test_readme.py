@@ -151,18 +151,25 @@ def test_make_readme_writes_the_profile_column_and_keeps_the_others(tmp_path, mo
     assert readme.read_text() == before
 
 
-def test_make_readme_puts_the_benchmark_tables_in_the_performance_page(tmp_path, monkeypatch):
+def _bench_setup(tmp_path, monkeypatch):
+    """A quick build's record, a README, a Performance page with an old table, an empty results folder,
+    and the tool's arguments for them (no executed findings page)."""
     monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
     build_record.save([(2, HOLDS)], _study("quick"))
     readme, perf = _readme(tmp_path / "README.md"), _performance(tmp_path / "performance.md")
     bench = tmp_path / "results"
     bench.mkdir()
+    args = ["--readme", str(readme), "--performance", str(perf), "--bench", str(bench)]
+    return readme, perf, bench, args + ["--figure-notebook", str(tmp_path / "none.ipynb")]
+
+
+def test_make_readme_puts_the_benchmark_tables_in_the_performance_page(tmp_path, monkeypatch):
+    readme, perf, bench, args = _bench_setup(tmp_path, monkeypatch)
     (bench / "bf16.md").write_text("**bf16** table B\n")
     (bench / "bench_book.md").write_text("**book** table A\n")
     (bench / "other.md").write_text("not a Performance table\n")
     perf.write_text(perf.read_text().replace("OLD TABLE", f"{tool.bench_marker('bench_book')}\nOLD TABLE"))
-    args = ["--readme", str(readme), "--performance", str(perf), "--bench", str(bench)]
-    assert tool.main(args + ["--figure-notebook", str(tmp_path / "none.ipynb")]) == 0
+    assert tool.main(args) == 0
     page = perf.read_text()
     assert "OLD TABLE" not in page and "not a Performance" not in page and page.endswith("prose\n")
     assert page.index("table A") < page.index("table B") < page.index(tool.BENCH_END)  # in BENCH_ORDER
@@ -173,13 +180,7 @@ def test_make_readme_puts_the_benchmark_tables_in_the_performance_page(tmp_path,
 
 
 def test_a_benchmark_run_here_replaces_its_table_and_keeps_the_others(tmp_path, monkeypatch):
-    monkeypatch.setenv("NEWKNOWLEDGE_ARTIFACTS", str(tmp_path / "art"))
-    build_record.save([(2, HOLDS)], _study("quick"))
-    readme, perf = _readme(tmp_path / "README.md"), _performance(tmp_path / "performance.md")
-    bench = tmp_path / "results"
-    bench.mkdir()
-    args = ["--readme", str(readme), "--performance", str(perf), "--bench", str(bench)]
-    args += ["--figure-notebook", str(tmp_path / "none.ipynb")]
+    _, perf, bench, args = _bench_setup(tmp_path, monkeypatch)
     (bench / "bench_book.md").write_text("**book** table A\n")
     assert tool.main(args) == 0 and "OLD TABLE" in perf.read_text()  # unmarked tables: not merged, page kept
     for name in tool.BENCH_ORDER:  # a machine that ran them all writes every table with its marker
