@@ -20,8 +20,6 @@ else runs here, one run at a time.
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,7 @@ from newknowledge.core.config import FinetuneConfig
 from newknowledge.core.metrics import exact_match
 from newknowledge.core.progress import tqdm
 from newknowledge.core.prompts import IDK, ft_prompt
-from newknowledge.finetuning import grouped, run_store
+from newknowledge.finetuning import cores, grouped, run_store
 from newknowledge.model import lm, train_step
 
 
@@ -122,7 +120,7 @@ def _train_unfinished(spec, train, evals, path, position, stop_after) -> None:
     if (path / "done.json").exists():
         return
     run_store.begin(spec, path)
-    torch.set_num_threads(cfg.ft_threads)
+    torch.set_num_threads(cores.threads(cfg.ft_threads))
     torch.manual_seed(spec.seed)
     # Mixed precision keeps float32 weights and optimizer state (the forward pass casts to bf16).
     dtype = "float32" if cfg.ft_precision == "bf16-mixed" else spec.dtype
@@ -155,6 +153,7 @@ def _train_unfinished(spec, train, evals, path, position, stop_after) -> None:
     for n, epoch in enumerate(bar):
         if stop_after is not None and n >= stop_after:
             return
+        torch.set_num_threads(cores.threads(cfg.ft_threads))  # more, once side-by-side runs have finished
         model.train()
         # Dropout masks from (seed, epoch), like the batch order: a resumed run replays its epochs exactly.
         torch.manual_seed(int(np.random.default_rng([spec.seed, epoch, 1]).integers(2**62)))
@@ -237,7 +236,8 @@ def _load_trainable(model, state: dict[str, torch.Tensor]) -> None:
 
 def _worker(args) -> str:
     spec, train, evals, position = args
-    return str(train_run(spec, train, evals, position=position))
+    with cores.task():
+        return str(train_run(spec, train, evals, position=position))
 
 
 def run_all(
@@ -250,7 +250,9 @@ def run_all(
             the questions evaluated after each epoch (each seed's world has its own).
 
     Runs are independent: two single-threaded runs side by side use two cores
-    better than one run with two threads, for models this small.  With
+    better than one run with two threads, for models this small; when fewer runs
+    than workers are left, they take the finished ones' cores
+    (:mod:`newknowledge.finetuning.cores`).  With
     ``ft_grouped: true`` (opt-in) local CPU runs of the controlled world's
     GPT-2 model train in groups, each group as one stacked model, the groups
     side by side (:func:`newknowledge.finetuning.grouped.plan` says which runs can).  With
@@ -272,11 +274,12 @@ def run_all(
     if todo and executor == "ray":
         _run_ray([(s, t, e, 0) for s, t, e in todo], bar)
     elif todo and workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
+        with cores.pool(workers, len(todo), todo[0][0].cfg.ft_threads) as pool:
             list(tqdm(pool.map(_worker, [(s, t, e, k % workers + 1) for k, (s, t, e) in enumerate(todo)]), **bar))
-    else:
-        for s, t, e in tqdm(todo, disable=len(todo) < 2, **{k: v for k, v in bar.items() if k != "total"}):
-            train_run(s, t, e)
+    elif todo:
+        with cores.solo(max(1, workers) * todo[0][0].cfg.ft_threads):  # one run: every worker's cores
+            for s, t, e in tqdm(todo, disable=len(todo) < 2, **{k: v for k, v in bar.items() if k != "total"}):
+                train_run(s, t, e)
     return [run_store.read_dir(s, t, e, g) for (s, t, e), g in zip(jobs, in_group)]
 
 

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from newknowledge.core.progress import tqdm
 from newknowledge.core.prompts import ft_prompt
-from newknowledge.finetuning import run_store
+from newknowledge.finetuning import cores, run_store
 from newknowledge.finetuning.stacked import Dropout, Stack, supports
 from newknowledge.model import lm
 from newknowledge.model.train_step import encode_examples
@@ -197,7 +197,8 @@ def train_group(
             takes them: the :class:`~newknowledge.finetuning.run_store.RunSpec` (the same
             model and config for all, apart from variant and seed), the run's
             train set and the questions it is evaluated on after each epoch.
-        threads: torch threads (default ``ft_threads``: groups run side by side, as single runs do).
+        threads: torch threads (default ``ft_threads``, and more when side-by-side tasks have finished,
+            :mod:`newknowledge.finetuning.cores`).
         stop_after: stop after this many epochs in this call (tests simulate a kill).
 
     Returns:
@@ -230,14 +231,14 @@ def _train_unfinished(jobs, paths, threads, stop_after, position) -> None:
     if not todo:
         return
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads or cfg.ft_threads)
+    torch.set_num_threads(threads or cores.threads(cfg.ft_threads))
     try:
-        _train([jobs[i] for i in todo], [paths[i] for i in todo], starts, states, stop_after, position)
+        _train([jobs[i] for i in todo], [paths[i] for i in todo], starts, states, stop_after, position, threads)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _train(jobs, paths, starts, states, stop_after, position) -> None:
+def _train(jobs, paths, starts, states, stop_after, position, threads=None) -> None:
     """The body of :func:`train_group` for its unfinished runs ``jobs``, each from epoch ``starts[a]``."""
     specs, trains, evals = zip(*jobs)
     cfg = specs[0].cfg
@@ -288,6 +289,7 @@ def _train(jobs, paths, starts, states, stop_after, position) -> None:
     for n in tqdm(rounds, desc=f"{len(jobs)} runs grouped", position=position, leave=False, unit="epoch"):
         if stop_after is not None and n >= stop_after:
             break
+        torch.set_num_threads(threads or cores.threads(cfg.ft_threads))  # more, once side-by-side groups finished
         active = [a for a, s in enumerate(starts) if s + n <= cfg.ft_epochs]
         epochs = [starts[a] + n for a in active]
         seeds = [specs[a].seed for a in active]
@@ -366,17 +368,20 @@ def plan(specs: list, workers: int) -> tuple[list[list[int]], list[int]]:
 
 def _worker(args) -> None:
     jobs, position = args
-    train_group(jobs, position=position)
+    with cores.task():
+        train_group(jobs, position=position)
 
 
 def run_groups(groups: list[list[tuple]], workers: int = 1) -> None:
-    """Train each group (a list of ``(spec, train, evals)`` jobs), ``workers`` groups at a time in their own processes."""
+    """Train each group (a list of ``(spec, train, evals)`` jobs), ``workers`` groups at a time in their own processes;
+    a group left alone takes the cores of those that finished (:mod:`newknowledge.finetuning.cores`)."""
+    if not groups:
+        return
+    threads_each = groups[0][0][0].cfg.ft_threads
     if workers > 1 and len(groups) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import get_context
-
-        with ProcessPoolExecutor(max_workers=min(workers, len(groups)), mp_context=get_context("spawn")) as pool:
+        with cores.pool(workers, len(groups), threads_each) as pool:
             list(pool.map(_worker, [(g, k % workers + 1) for k, g in enumerate(groups)]))
     else:
-        for jobs in groups:
-            train_group(jobs)
+        with cores.solo(max(1, workers) * threads_each):
+            for jobs in groups:
+                train_group(jobs)
