@@ -1,7 +1,7 @@
 """Run every benchmark (``make bench``): SliCK, the SliCK command, training and evaluation, grouped
-fine-tuning, the profile of one fine-tuning epoch, evaluation at the stops, D_IDK's flags, bf16
-autocast, book chapters, the book at an old commit against now, the pretraining-length curve (its
-built points).
+fine-tuning, the profile of one fine-tuning epoch, a grouped epoch against its arithmetic, evaluation
+at the stops, D_IDK's flags, bf16 autocast, book chapters, the book at an old commit against now, the
+pretraining-length curve (its built points).
 
 Each script prints its tables and writes CSV files to ``benchmarks/results/``.
 Extra arguments go to every script that accepts them, e.g. ``--quick``:
@@ -24,6 +24,7 @@ QUICK = {
     "bench_finetune.py": ["--steps", "5", "--eval-n", "100", "--repeats", "1"],
     "bench_grouped.py": ["--size", "100", "--eval-n", "540"],
     "bench_epoch_profile.py": ["--settings", "quick", "--epochs", "1"],
+    "bench_grouped_bound.py": ["--settings", "quick", "--epochs", "1"],
     "bench_eval_at_stops.py": ["--variants", "MaybeKnown", "idk_50", "--epochs", "3"],
     "bench_idk_flags.py": ["--epochs", "2"],
     "bench_bf16.py": ["--steps", "1", "--repeats", "1", "--n", "10"],

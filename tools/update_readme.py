@@ -50,6 +50,8 @@ BENCH_ORDER = (
     "bench_grouped",
     "bench_grouped_epoch",
     "bench_epoch_profile",
+    "bench_grouped_bound",
+    "bench_grouped_threads",
     "bench_eval_at_stops",
     "bench_idk_flags",
     "bf16",
