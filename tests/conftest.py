@@ -7,6 +7,10 @@ corpus -> tokenizer -> GPT-2 style model -> ``save_pretrained``.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -92,3 +96,20 @@ def tiny_finetune_data(tiny_world):
     ev = facts[facts.split != "train"].head(20).reset_index(drop=True)
     ev = ev.assign(example=np.arange(len(ev)), category="Unknown")
     return train, ev
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str):
+    """A script of the repository (``benchmarks/<name>.py``, ``tools/<name>.py``) imported as a module.
+
+    Its folder goes on ``sys.path`` first, as when the script runs: benchmarks import their neighbours.
+    """
+    path = ROOT / relative
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -1,24 +1,17 @@
 """The epoch profile (benchmarks/bench_epoch_profile.py) on the tiny model: its parts add up to the epoch."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 
 from newknowledge.core.config import FinetuneConfig
 from newknowledge.finetuning import run_store
 from newknowledge.model import engine, lm, train_step
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_epoch_profile.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_epoch_profile", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/bench_epoch_profile.py")
 
 
 @pytest.fixture(scope="module")

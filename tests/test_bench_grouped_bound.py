@@ -1,27 +1,19 @@
 """A grouped epoch against its arithmetic (benchmarks/bench_grouped_bound.py) on the tiny model."""
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import tiny_finetune_data
+from conftest import load_script, tiny_finetune_data
 
 from newknowledge.core.config import FinetuneConfig
 from newknowledge.finetuning import grouped, run_store
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_grouped_bound.py"
 CFG = FinetuneConfig(ft_format="qa", ft_epochs=2, ft_batch=4, ft_eval_batch=8, ft_grouped=True)
 
 
 def _bench():
-    sys.path.insert(0, str(PATH.parent))  # the benchmark imports its neighbours
-    spec = importlib.util.spec_from_file_location("bench_grouped_bound", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/bench_grouped_bound.py")
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,11 @@
 """The pretraining-length benchmark's criterion ("keeps the world") on hand-built rows."""
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
-
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pretrain_length.py"
+from conftest import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_pretrain_length", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/bench_pretrain_length.py")
 
 
 def rows(**shorter) -> pd.DataFrame:

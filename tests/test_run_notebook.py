@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+from conftest import load_script
 
 from newknowledge.core import progress
 
@@ -88,11 +89,8 @@ def test_a_missing_notebook_is_one_line_too(tmp_path):
 def test_parameters_in_papermill_order_and_a_list_from_yaml_text(tmp_path):
     # -p reads a value as papermill does (a list stays a string); -y gives lists, as papermill's -y.
     import argparse
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("run_notebook", ROOT / "tools" / "run_notebook.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/run_notebook.py")
     profile = tmp_path / "profile.yaml"
     profile.write_text("pct_unknown: [0, 50, 100]\nn_train: 130\nft_lr: 0.001\n")
     args = argparse.Namespace(

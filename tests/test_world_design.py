@@ -8,14 +8,11 @@ D - D_Known at every epoch).
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_finetune_data
+from conftest import load_script, tiny_finetune_data
 from scipy import stats as sps
 
 from newknowledge.core import config, prompts
@@ -151,11 +148,7 @@ def test_gap_by_epoch_pairs_d_with_d_known_at_every_epoch():
 
 
 def _world_design():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "world_design.py"
-    spec = importlib.util.spec_from_file_location("world_design", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/world_design.py")
 
 
 def _screen_records(paper_hk: list[float], qa_hk: list[float]) -> pd.DataFrame:
