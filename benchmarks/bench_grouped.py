@@ -135,6 +135,9 @@ def _task(args) -> dict:
 def side_by_side(pool, jobs: list[tuple], groups: list[list[int]] | None) -> tuple[list, dict]:
     """What ``run_all`` does with two workers: each run a task (per-run), or each group (grouped).
 
+    This pool does not share the cores (``finetuning/cores.py``): a task left alone keeps one thread
+    here, where ``run_all`` gives it both, so with groups of unequal size this understates ``run_all``.
+
     Returns:
         The run folders and the seconds (wall, CPU) the workers spent in epochs 1..E, halved for two workers.
     """

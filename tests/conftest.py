@@ -104,12 +104,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def load_script(relative: str):
     """A script of the repository (``benchmarks/<name>.py``, ``tools/<name>.py``) imported as a module.
 
-    Its folder goes on ``sys.path`` first, as when the script runs: benchmarks import their neighbours.
+    Its folder is first on ``sys.path`` while it loads, as when the script runs: benchmarks import their
+    neighbours.
     """
     path = ROOT / relative
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(path.parent))
     return mod

@@ -22,7 +22,7 @@ def test_split_shares_the_budget_among_the_running_tasks():
     assert cores.split(2, 2, 1) == 2  # the last task: both cores
     assert cores.split(4, 4, 3) == 1  # three tasks cannot share four cores evenly: one each
     assert cores.split(4, 4, 2) == 2
-    assert cores.split(2, 2, 0) == 2  # (a task counted finished before its last epoch ends)
+    assert cores.split(2, 2, 0) == 2  # guard: never a division by zero
     assert cores.split(1, 1, 3) == 1
 
 
@@ -39,6 +39,16 @@ def test_a_finished_task_hands_its_cores_to_the_others(monkeypatch):
     with pytest.raises(RuntimeError), cores.task():  # a failed task frees its cores too
         raise RuntimeError("boom")
     assert left.value == 0
+
+
+def test_tasks_one_after_another_in_this_process_each_get_the_whole_budget():
+    before = torch.get_num_threads()
+    with cores.solo(2):
+        assert cores.threads(1) == 2
+        with cores.task():  # a pool's task wrapper is harmless here
+            assert cores.threads(1) == 2
+        torch.set_num_threads(2)
+    assert cores.threads(1) == 1 and torch.get_num_threads() == before
 
 
 def _probe(first: bool) -> int:

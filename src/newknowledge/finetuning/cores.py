@@ -8,11 +8,13 @@ pretraining format, chapter 8's), or the last group of a chapter whose groups di
 (a group of three beside a group of two).  So each task asks :func:`threads` at the start of every
 epoch and takes the budget divided among the tasks still running.
 
-Threads split each matrix product among cores; they do not change what a run computes.  On this
-package's models the records are the same bit for bit on one thread and on two
+Threads split each matrix product among cores.  On this package's models they did not change the
+records: the same bit for bit on one thread and on two
 (``tests/test_cores.py``; measured on the book's runs in research-log E16: a lone run 1.55x (D_IDK,
-per-run path) and 1.68x (a grouped run) faster on two threads than on one).  The run's key keeps
-``ft_threads``, the profile's setting, not the threads a task happened to get.
+per-run path) and 1.68x (a grouped run) faster on two threads than on one).  A BLAS that summed a
+product in another order on two threads would change the records by float rounding, as another
+machine does; ``tests/test_cores.py`` fails on such a machine.  The run's key keeps ``ft_threads``,
+the profile's setting, not the threads a task happened to get.
 """
 
 from __future__ import annotations
@@ -73,15 +75,11 @@ def task():
                 _left.value -= 1
 
 
-class _One:
-    value = 1
-
-
 @contextlib.contextmanager
 def solo(budget: int):
     """Tasks run one after another in this process, each on ``budget`` threads; torch's threads restored after."""
     before, saved = torch.get_num_threads(), (_left, _budget, _workers)
-    _init(_One(), budget, 1)
+    _init(multiprocessing.Value("i", 1), budget, 1)  # one task at a time: each has the whole budget
     try:
         yield
     finally:

@@ -274,10 +274,10 @@ def run_all(
     if todo and executor == "ray":
         _run_ray([(s, t, e, 0) for s, t, e in todo], bar)
     elif todo and workers > 1 and len(todo) > 1:
-        with cores.pool(workers, len(todo), todo[0][0].cfg.ft_threads) as pool:
+        with cores.pool(workers, len(todo), max(s.cfg.ft_threads for s, _, _ in todo)) as pool:
             list(tqdm(pool.map(_worker, [(s, t, e, k % workers + 1) for k, (s, t, e) in enumerate(todo)]), **bar))
     elif todo:
-        with cores.solo(max(1, workers) * todo[0][0].cfg.ft_threads):  # one run: every worker's cores
+        with cores.solo(max(1, workers) * max(s.cfg.ft_threads for s, _, _ in todo)):  # one run: every worker's cores
             for s, t, e in tqdm(todo, disable=len(todo) < 2, **{k: v for k, v in bar.items() if k != "total"}):
                 train_run(s, t, e)
     return [run_store.read_dir(s, t, e, g) for (s, t, e), g in zip(jobs, in_group)]

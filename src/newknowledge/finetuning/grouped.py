@@ -377,7 +377,7 @@ def run_groups(groups: list[list[tuple]], workers: int = 1) -> None:
     a group left alone takes the cores of those that finished (:mod:`newknowledge.finetuning.cores`)."""
     if not groups:
         return
-    threads_each = groups[0][0][0].cfg.ft_threads
+    threads_each = max(s.cfg.ft_threads for jobs in groups for s, _, _ in jobs)
     if workers > 1 and len(groups) > 1:
         with cores.pool(workers, len(groups), threads_each) as pool:
             list(pool.map(_worker, [(g, k % workers + 1) for k, g in enumerate(groups)]))

@@ -84,6 +84,8 @@ class RunSpec:
 RECORDS_VERSION = 2
 
 # Fields that do not change what one run computes (the grid, parallelism, evaluation batching).
+# ``ft_threads`` stays in the key; the threads a task is given beyond it when its neighbours have
+# finished (finetuning/cores.py) did not change the records (tests/test_cores.py).
 # Without dropout grouped training (grouped.py) writes the same records, up to float rounding.
 _NOT_IN_KEY = (
     "pct_unknown",
