@@ -322,12 +322,17 @@ def detail(result: dict) -> pd.DataFrame:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def setting_arguments(ap: argparse.ArgumentParser, epochs: int) -> None:
+    """The command-line arguments that choose the settings (``bench_grouped_bound.py`` shares them)."""
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--sizes", nargs=2, type=int, default=[176, 600], help="|D| of the quick and default settings")
     ap.add_argument("--passes", type=float, default=1.0, help="pretraining passes over the corpus (briefly)")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs timed after epoch 0 (their mean is shown)")
+    ap.add_argument("--epochs", type=int, default=epochs, help="epochs timed after epoch 0 (their mean is shown)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    setting_arguments(ap, epochs=3)
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []

@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import matmul_gflops, report
-from bench_epoch_profile import SETTINGS, setting
+from bench_epoch_profile import SETTINGS, setting, setting_arguments
 from bench_grouped import in_folder
 
 from newknowledge.finetuning import grouped, run_store
@@ -127,11 +127,8 @@ def group(name: str, size: int, runs: int, passes: float, epochs: int) -> tuple:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    ap.add_argument("--sizes", nargs=2, type=int, default=[176, 600], help="|D| of the quick and default settings")
+    setting_arguments(ap, epochs=2)
     ap.add_argument("--runs", type=int, default=2, help="runs in the group (the book's groups hold two)")
-    ap.add_argument("--passes", type=float, default=1.0, help="pretraining passes over the corpus (briefly)")
-    ap.add_argument("--epochs", type=int, default=2, help="epochs timed after epoch 0 (their mean is shown)")
     args = ap.parse_args()
     square = matmul_gflops(1)
     bound_rows, thread_rows = [], []
